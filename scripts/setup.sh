@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh machine: system packages (headless Chromium for the labeling-page
+# tests), a virtualenv in .venv with the pinned CPU build of torch first (a plain `torch`
+# requirement would pull a multi-GB CUDA build), then this project with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "warning: could not install Debian's chromium; browser tests will be skipped" >&2
+  else
+    echo "note: install Debian's chromium (apt-get install chromium) to run the browser tests" >&2
+  fi
+fi
+[ -d .venv ] || python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q torch==2.13.0
+python -m pip install -q -e ".[test]"
