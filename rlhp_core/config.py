@@ -61,6 +61,11 @@ class TrainConfig:
     frameskip: int = 4
     max_episode_steps: int | None = None
     """Truncate episodes after this many agent steps (None: the env's own limit; ALE: 27,000 = 108k frames)."""
+    episode_signal: bool | None = None
+    """Let the agent see episode ends (value bootstrapping cut at termination). None: off for
+    preference runs and on Atari (the paper's one continuous stream: an end must not leak
+    reward information), on for true-reward runs on vector envs (whose reward is defined by
+    termination, e.g. CartPole)."""
     episode_end_penalty: float | None = None
     """Teacher's penalty per episode end inside a segment (the paper's synthetic-oracle rule). None: per-env default."""
 
@@ -165,6 +170,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         c.lr = 7e-4 if c.algo == "a2c" else (2.5e-4 if atari else 3e-4)
     if c.n_steps is None:
         c.n_steps = 5 if c.algo == "a2c" else (128 if atari else 256)
+    if c.episode_signal is None:
+        c.episode_signal = c.reward == "true" and not atari
     if c.ent_coef is None:
         c.ent_coef = 0.01
     return c

@@ -84,8 +84,8 @@ class LabelStore:
         if env_id is None and not self.path.exists():
             raise FileNotFoundError(f"label store {self.path} does not exist")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con().executescript(_SCHEMA)  # idempotent; executescript commits on its own
         with self._tx() as con:
-            con.executescript(_SCHEMA)
             meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
             if not meta:
                 if env_id is None:

@@ -1,0 +1,81 @@
+"""The recent stretch of every env's stream, from which query segments are cut.
+
+A ring buffer over the last ``capacity`` agent steps of all N envs. Segments are windows of
+one env's column; the agent's stream is continuous, so a window may hold an episode end,
+which its ``episode_ends`` flag keeps visible to labelers. Frames (raw RGB for people) are
+kept only when a labeler wants them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .segments import Segment
+
+
+class SegmentBuffer:
+    def __init__(self, capacity: int, num_envs: int, obs_shape: tuple, obs_dtype, action_shape: tuple,
+                 action_dtype, frame_shape: tuple | None = None):
+        if capacity < 1:
+            raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
+        self.capacity, self.num_envs = capacity, num_envs
+        self.obs = np.zeros((capacity, num_envs, *obs_shape), dtype=obs_dtype)
+        self.actions = np.zeros((capacity, num_envs, *action_shape), dtype=action_dtype)
+        self.true_rewards = np.zeros((capacity, num_envs), dtype=np.float32)
+        self.episode_ends = np.zeros((capacity, num_envs), dtype=bool)
+        self.frames = np.zeros((capacity, num_envs, *frame_shape), dtype=np.uint8) if frame_shape else None
+        self.steps_written = 0
+        """Per-env step count ever written (also the global step index of the next row)."""
+
+    def add(self, obs, actions, true_rewards, episode_ends, frames=None) -> None:
+        """Append one step of all envs: obs the action was taken in, the action, what followed."""
+        i = self.steps_written % self.capacity
+        self.obs[i] = obs
+        self.actions[i] = actions
+        self.true_rewards[i] = true_rewards
+        self.episode_ends[i] = episode_ends
+        if self.frames is not None and frames is not None:
+            self.frames[i] = frames
+        self.steps_written += 1
+
+    @property
+    def filled(self) -> int:
+        return min(self.steps_written, self.capacity)
+
+    def can_sample(self, length: int) -> bool:
+        return self.filled >= length
+
+    def sample_starts(self, count: int, length: int, rng: np.random.Generator,
+                      newer_than: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(env index, start step) for ``count`` random windows held in full.
+
+        ``newer_than`` restricts windows to steps written at or after that step index, so each
+        query round looks at behaviour of the current policy rather than stale data.
+        """
+        if not self.can_sample(length):
+            raise ValueError(f"buffer holds {self.filled} steps, a segment needs {length}")
+        first = max(self.steps_written - self.filled, newer_than)
+        last = self.steps_written - length  # inclusive start bound
+        if last < first:
+            first = last
+        starts = rng.integers(first, last + 1, size=count)
+        envs = rng.integers(0, self.num_envs, size=count)
+        return envs, starts
+
+    def gather(self, envs: np.ndarray, starts: np.ndarray, length: int, field: str) -> np.ndarray:
+        """One field for many windows at once: (count, length, ...)."""
+        rows = (starts[:, None] + np.arange(length)[None, :]) % self.capacity
+        return getattr(self, field)[rows, envs[:, None]]
+
+    def segment(self, env: int, start: int, length: int) -> Segment:
+        e, s = np.array([env]), np.array([start])
+        take = lambda f: self.gather(e, s, length, f)[0]  # noqa: E731
+        return Segment(
+            obs=take("obs"),
+            actions=take("actions"),
+            true_rewards=take("true_rewards"),
+            episode_ends=take("episode_ends"),
+            frames=take("frames") if self.frames is not None else None,
+            env_index=int(env),
+            start_step=int(start),
+        )

@@ -1,0 +1,664 @@
+"""The learner: the paper's three activities in one loop (section 2.2).
+
+1. The policy acts in vectorised envs and is trained by RL (A2C or PPO) on the reward
+   predicted by the ensemble (or on the true reward, for the baseline).
+2. Every ``reward_update_every`` steps, pairs of recent segments are chosen (ensemble
+   disagreement) and posted to the labeler, as many as the label schedule allows.
+3. Whatever answers exist by then are read back from the label store and the ensemble is
+   refitted on the most recent ``label_buffer`` of them.
+
+Before RL starts (preference runs) the untrained policy collects the initial batch of
+queries, the loop waits for their answers, and the ensemble is pretrained on them.
+
+Run ``python -m rlhp_core.train --help``. Rerunning the same command on the same run
+directory resumes it from its newest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .buffer import SegmentBuffer
+from .checkpoint import CheckpointError, load_latest, save_checkpoint
+from .config import TrainConfig, is_atari, resolve, save_config
+from .envs import episode_step_limit, make_vec_env
+from .label_store import LabelStore
+from .labeler import Labeler, RoutedLabeler
+from .queries import select_pairs
+from .reward_model import PreferenceDataset, RewardEnsemble
+from .rl import Rollout, RLSettings, make_algo
+from .schedule import LabelSchedule
+from .segments import ANSWER_MU, Query
+
+METRIC_KEYS = (
+    "charts/episodic_return", "charts/episodic_length", "charts/SPS", "labels/posted", "labels/answered",
+    "labels/trainable", "reward/val_accuracy", "reward/true_pref_accuracy", "reward/pred_true_corr",
+    "losses/reward_train", "losses/reward_val", "reward/l2", "losses/policy", "losses/value",
+    "losses/entropy", "charts/learning_rate",
+)
+"""Columns of metrics.csv, in order (CleanRL-style namespaces)."""
+
+RESUMABLE_CHANGES = {"total_steps", "device", "progress", "checkpoint_every", "log_every", "run_dir", "extra"}
+"""Config fields that may differ when a run directory is resumed."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use 'cpu' or 'auto'")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"device {name!r} is not valid; allowed: 'auto', 'cpu', 'cuda', 'cuda:N'") from exc
+
+
+def build_labeler(cfg: TrainConfig, store_path: Path, status_path: Path) -> Labeler:
+    """Turn the config's labeler spec into a Labeler. Imports oracles lazily: the core needs none."""
+    spec = cfg.labeler
+    if spec == "human" or spec.endswith("+human"):
+        from oracles.human import HumanLabeler
+        from oracles.scripted import make_labeler
+
+        human = HumanLabeler(
+            LabelStore(store_path), env_id=cfg.env_id, label_budget=cfg.label_budget,
+            status_path=status_path, host=cfg.extra.get("host", "127.0.0.1"), port=int(cfg.extra.get("port", 0)),
+            token=cfg.extra.get("token"),
+        )
+        print(f"Label at: {human.url}", flush=True)
+        if spec == "human":
+            return human
+        teacher = make_labeler(spec[: -len("+human")], seed=cfg.seed, env_id=cfg.env_id)
+        return RoutedLabeler(teacher, human, initial=cfg.initial_labels)
+    from oracles.scripted import make_labeler
+
+    return make_labeler(spec, seed=cfg.seed, env_id=cfg.env_id, episode_end_penalty=cfg.episode_end_penalty)
+
+
+class _EpisodeStats:
+    """True (unclipped) returns of finished episodes: a window for logging, a longer tail for the summary."""
+
+    def __init__(self):
+        self.since_log: list[tuple[float, int]] = []
+        self.recent: deque[float] = deque(maxlen=10)
+        self.count = 0
+
+    def add(self, ret: float, length: int) -> None:
+        self.since_log.append((ret, length))
+        self.recent.append(ret)
+        self.count += 1
+
+    def pop_window(self) -> dict[str, float]:
+        if not self.since_log:
+            return {}
+        rets, lens = zip(*self.since_log)
+        self.since_log = []
+        return {"charts/episodic_return": float(np.mean(rets)), "charts/episodic_length": float(np.mean(lens))}
+
+
+class Learner:
+    def __init__(self, cfg: TrainConfig, *, labeler: Labeler | None = None,
+                 on_metrics: Callable[[int, dict[str, float]], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None):
+        self.cfg = cfg = resolve(cfg)
+        self.run_dir = Path(cfg.run_dir)
+        self.on_metrics, self.should_stop = on_metrics, should_stop
+        self.prefs = cfg.reward == "preferences"
+        self.device = resolve_device(cfg.device)
+        self._check_run_dir()
+
+        limit = episode_step_limit(cfg.env_id, cfg.max_episode_steps)
+        if self.prefs and limit is not None and cfg.segment_length > limit:
+            raise ValueError(
+                f"segment_length {cfg.segment_length} is longer than an episode of {cfg.env_id} "
+                f"({limit} steps); allowed: segment_length <= {limit}"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.status_path = self.run_dir / "status.json"
+        self.store_path = self.run_dir / "labels.sqlite"
+        self._owns_labeler = labeler is None
+        if self.prefs and labeler is None:
+            labeler = build_labeler(cfg, self.store_path, self.status_path)
+        self.labeler = labeler
+        keep_frames = bool(labeler is not None and labeler.wants_frames)
+        self.env = make_vec_env(cfg.env_id, cfg.num_envs, sticky_actions=cfg.sticky_actions, frameskip=cfg.frameskip,
+                                max_episode_steps=cfg.max_episode_steps, keep_frames=keep_frames)
+        self.frames_per_step = cfg.frameskip if self.env.is_atari else 1
+        save_config(cfg, self.run_dir)
+        (self.run_dir / "env_info.json").write_text(json.dumps(self.env.info, indent=2, sort_keys=True, default=str))
+
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        space = self.env.action_space
+        self.action_shape = tuple(space.shape or ())
+        self.action_dtype = np.int64 if not self.action_shape else np.float32
+        settings = RLSettings(lr=cfg.lr, gamma=cfg.gamma, ent_coef=cfg.ent_coef, n_steps=cfg.n_steps,
+                              num_envs=cfg.num_envs, total_steps=cfg.total_steps)
+        self.algo = make_algo(cfg.algo, self.env.obs_shape, self.env.obs_dtype, space, settings, self.device, cfg.seed)
+
+        self.store = self.ensemble = self.dataset = self.schedule = None
+        if self.prefs:
+            self.store = LabelStore(self.store_path, env_id=cfg.env_id, obs_shape=self.env.obs_shape)
+            self.ensemble = RewardEnsemble(
+                self.env.obs_shape, space, n_members=cfg.ensemble_size, atari=self.env.is_atari,
+                dropout=cfg.dropout, reward_std=cfg.reward_std, lr=cfg.reward_lr, batch_size=cfg.reward_batch,
+                adaptive_l2=cfg.adaptive_l2, device=self.device, seed=cfg.seed,
+            )
+            self.dataset = PreferenceDataset(capacity=cfg.label_buffer, n_members=cfg.ensemble_size, seed=cfg.seed)
+            self.schedule = LabelSchedule(cfg.label_budget, cfg.initial_labels,
+                                          cfg.total_steps * self.frames_per_step, cfg.label_schedule_constant)
+        frame_shape = (210, 160, 3) if keep_frames and self.env.is_atari else None
+        capacity = max(4 * cfg.segment_length, cfg.n_steps)
+        self.buffer = SegmentBuffer(capacity, cfg.num_envs, self.env.obs_shape, self.env.obs_dtype,
+                                    self.action_shape, self.action_dtype, frame_shape)
+        self._frame_shape = frame_shape
+
+        # counters: all restored on resume
+        self.env_steps = 0
+        self.iteration = 0
+        self.phase = "initial labels" if self.prefs else "training"
+        self.last_reward_fit = 0
+        self.ingested: list[int] = []  # answer ids in the dataset, in order
+        self.in_memory: dict[str, tuple] = {}  # query id -> (left obs, left act, right obs, right act)
+        self.episodes = _EpisodeStats()
+        self.reward_metrics: dict[str, float] = {}
+        self.resume_count = 0
+        self._restore()
+
+    # -- run directory ----------------------------------------------------------------------
+    def _check_run_dir(self) -> None:
+        path = self.run_dir / "config.json"
+        if not path.exists():
+            return
+        try:
+            old = TrainConfig.from_json(path.read_text())
+            old = resolve(old)
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} is not a config this code can read: {exc}") from exc
+        diffs = {
+            f.name: (getattr(old, f.name), getattr(self.cfg, f.name))
+            for f in dataclasses.fields(TrainConfig)
+            if f.name not in RESUMABLE_CHANGES and getattr(old, f.name) != getattr(self.cfg, f.name)
+        }
+        if diffs:
+            listing = ", ".join(f"{k}: run has {a!r}, asked {b!r}" for k, a, b in ((k, *v) for k, v in diffs.items()))
+            raise ValueError(
+                f"run directory {self.run_dir} belongs to a different configuration ({listing}); "
+                f"use a new run_dir, or repeat the original settings to resume"
+            )
+
+    def _restore(self) -> None:
+        blob = load_latest(self.run_dir)
+        if blob is None:
+            if self.prefs and self.cfg.seed_labels:
+                copied = self.store.import_from(LabelStore(self.cfg.seed_labels))
+                print(f"seeded {copied} labels from {self.cfg.seed_labels}", flush=True)
+            self._truncate_metrics(0)
+            return
+        s = blob["state"]
+        if s.get("env_id") != self.cfg.env_id:
+            raise CheckpointError(f"checkpoint in {self.run_dir} is for env {s.get('env_id')!r}, not {self.cfg.env_id!r}")
+        self.algo.load_state_dict(s["algo"])
+        c = s["counters"]
+        self.env_steps, self.iteration, self.phase = c["env_steps"], c["iteration"], c["phase"]
+        self.last_reward_fit, self.resume_count = c["last_reward_fit"], c["resume_count"] + 1
+        self.episodes.recent.extend(c["recent_returns"])
+        self.episodes.count = c["episode_count"]
+        self.rng.bit_generator.state = s["numpy_rng"]
+        torch.set_rng_state(s["torch_rng"])
+        if self.prefs:
+            self.ensemble.load_state_dict(s["ensemble"])
+            self.dataset.load_state_dict(s["dataset"], self._segments_for(s["ingested"]))
+            self.ingested = list(s["ingested"])
+        self._truncate_metrics(self.env_steps)
+
+    def _segments_for(self, answer_ids: list[int]) -> list[tuple]:
+        """Observations and actions of the answers a checkpoint's dataset held, read back from the store."""
+        by_id = {a.id: a for a in self.store.all_answers()}
+        out = []
+        for aid in answer_ids:
+            q = self.store.query(by_id[aid].query_id)
+            out.append((q.left.obs, q.left.actions, q.right.obs, q.right.actions))
+        return out
+
+    def _checkpoint(self) -> None:
+        state = {
+            "env_id": self.cfg.env_id,
+            "algo": self.algo.state_dict(),
+            "counters": dict(env_steps=self.env_steps, iteration=self.iteration, phase=self.phase,
+                             last_reward_fit=self.last_reward_fit, resume_count=self.resume_count,
+                             recent_returns=list(self.episodes.recent), episode_count=self.episodes.count),
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.prefs:
+            state["ensemble"] = self.ensemble.state_dict()
+            state["dataset"] = self.dataset.state_dict()
+            state["ingested"] = list(self.ingested)
+        save_checkpoint(self.run_dir, self.env_steps, state)
+
+    # -- metrics and status ---------------------------------------------------------------------
+    @property
+    def _metrics_path(self) -> Path:
+        return self.run_dir / "metrics.csv"
+
+    def _truncate_metrics(self, up_to_step: int) -> None:
+        """Drop rows written after the checkpoint we resume from, so no step is logged twice."""
+        path = self._metrics_path
+        rows = []
+        if path.exists():
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["env_steps"]) <= up_to_step]
+        tmp = path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=("env_steps", *METRIC_KEYS))
+            w.writeheader()
+            w.writerows(rows)
+        tmp.replace(path)
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        with open(self._metrics_path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=("env_steps", *METRIC_KEYS)).writerow(
+                {"env_steps": self.env_steps, **{k: metrics.get(k, "") for k in METRIC_KEYS}})
+        if self.on_metrics is not None:
+            self.on_metrics(self.env_steps, metrics)
+
+    def _write_status(self) -> None:
+        counts = self.store.counts() if self.store is not None else {}
+        answered = sum(counts.get(k, 0) for k in ("left", "right", "equal", "incomparable"))
+        status = {
+            "env_steps": self.env_steps, "total_steps": self.cfg.total_steps, "phase": self.phase,
+            "labels_answered": answered, "labels_pending": counts.get("pending", 0),
+            "label_budget": self.cfg.label_budget if self.prefs else 0,
+            "episode_return": float(np.mean(self.episodes.recent)) if self.episodes.recent else None,
+            "updated_at": time.time(),
+        }
+        tmp = self.status_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(status))
+        tmp.replace(self.status_path)
+
+    # -- acting ------------------------------------------------------------------------------------
+    def _step_envs(self, obs: np.ndarray, frames) -> tuple:
+        """One step of all envs with the current policy; fills the segment buffer."""
+        actions, extras = self.algo.act(obs)
+        out = self.env.step(actions)
+        ended = out.terminated | out.truncated
+        self.buffer.add(obs, actions, out.reward, ended, frames)
+        for _, ret, length in out.episodes:
+            self.episodes.add(ret, length)
+        self.env_steps += self.cfg.num_envs
+        return actions, extras, out
+
+    # -- queries and the reward model ------------------------------------------------------------
+    def _post_queries(self, count: int, mode: str, newer_than: int = 0) -> int:
+        L = self.cfg.segment_length
+        if count <= 0 or not self.buffer.can_sample(L):
+            return 0
+        probs = self.ensemble.member_probs if mode == "disagreement" else None
+        pairs = select_pairs(self.buffer, count, L, self.rng, mode=mode, factor=self.cfg.candidate_factor,
+                             member_probs=probs, newer_than=newer_than)
+        queries = []
+        for le, ls, re_, rs in pairs:
+            left, right = self.buffer.segment(le, ls, L), self.buffer.segment(re_, rs, L)
+            qid = self.rng.bytes(8).hex()
+            queries.append(Query(qid, left, right))
+            self.in_memory[qid] = (left.obs, left.actions, right.obs, right.actions)
+        self.labeler.post(self.store, queries, self.env_steps)
+        return len(queries)
+
+    def _ingest_answers(self) -> int:
+        """Add every new live answer to the dataset; rebuild it if an answer was retracted (undo)."""
+        answers = self.store.current_answers()
+        live = {a.id for a in answers}
+        if any(aid not in live for aid in self.ingested):
+            self.dataset.clear()
+            self.ingested = []
+        have = set(self.ingested)
+        added = 0
+        for a in answers:
+            if a.id in have:
+                continue
+            self.ingested.append(a.id)
+            if a.answer not in ANSWER_MU:  # incomparable: kept in the store, never trained on
+                self.in_memory.pop(a.query_id, None)
+                continue
+            seg = self.in_memory.pop(a.query_id, None)
+            if seg is None:
+                q = self.store.query(a.query_id)
+                seg = (q.left.obs, q.left.actions, q.right.obs, q.right.actions)
+            self.dataset.add(*seg, np.asarray(ANSWER_MU[a.answer], dtype=np.float32))
+            added += 1
+        return added
+
+    def _labels_posted(self) -> int:
+        return self.store.num_queries()
+
+    def _update_normalization(self) -> None:
+        n = self.buffer.filled
+        rows = self.rng.integers(self.buffer.steps_written - n, self.buffer.steps_written, size=256) % self.buffer.capacity
+        envs = self.rng.integers(0, self.cfg.num_envs, size=256)
+        self.ensemble.update_normalization(self.buffer.obs[rows, envs], self.buffer.actions[rows, envs])
+
+    def _fit_reward(self, comparisons: int) -> None:
+        self._ingest_answers()
+        if len(self.dataset) == 0:
+            return
+        m = self.ensemble.train(self.dataset, comparisons)
+        self.reward_metrics = {
+            "losses/reward_train": m.get("train_loss"), "losses/reward_val": m.get("val_loss"),
+            "reward/val_accuracy": m.get("val_accuracy"), "reward/l2": m.get("l2"),
+        }
+        self._update_normalization()
+
+    def _reward_quality(self) -> dict[str, float]:
+        """How well r̂ tracks the true reward on fresh segments of the current policy.
+
+        pred_true_corr: Pearson correlation of predicted and true segment returns.
+        true_pref_accuracy: how often r̂ prefers the segment with the higher true return
+        (pairs with a true tie left out). Neither is visible to the learner; both are for people.
+        """
+        L = self.cfg.segment_length
+        if not self.buffer.can_sample(L):
+            return {}
+        envs, starts = self.buffer.sample_starts(128, L, self.rng)
+        obs, act = self.buffer.gather(envs, starts, L, "obs"), self.buffer.gather(envs, starts, L, "actions")
+        pred = self.ensemble.predict(obs.reshape(-1, *obs.shape[2:]), act.reshape(-1, *act.shape[2:]))
+        pred = pred.reshape(len(envs), L).sum(1)
+        true = self.buffer.gather(envs, starts, L, "true_rewards").sum(1)
+        out = {}
+        if np.std(pred) > 0 and np.std(true) > 0:
+            out["reward/pred_true_corr"] = float(np.corrcoef(pred, true)[0, 1])
+        a, b = pred[::2], pred[1::2]
+        ta, tb = true[::2], true[1::2]
+        decided = ta != tb
+        if decided.any():
+            out["reward/true_pref_accuracy"] = float(np.mean((a > b)[decided] == (ta > tb)[decided]))
+        return out
+
+    def _initial_phase(self, obs, frames):
+        """Collect the initial labels from the untrained policy, wait for answers, pretrain."""
+        cfg = self.cfg
+        per_round = max(1, self.cfg.num_envs * self.buffer.capacity // (2 * cfg.segment_length))
+        posted = self._labels_posted()
+        fresh = 0
+        while posted < cfg.initial_labels:
+            _, _, out = self._step_envs(obs, frames)
+            obs, frames = out.obs, out.frames
+            fresh += 1
+            if fresh >= self.buffer.capacity:
+                posted += self._post_queries(min(per_round, cfg.initial_labels - posted), "random",
+                                             newer_than=self.buffer.steps_written - fresh)
+                fresh = 0
+                self._write_status()
+            self._tick()
+            if self._stop_requested():
+                return obs, frames, False
+        # wait for the initial answers (a person may take a while); the envs stay where they are
+        last_status = 0.0
+        while True:
+            counts = self.store.counts()
+            if counts["pending"] == 0:
+                break
+            if time.time() - last_status > 2:
+                self._write_status()
+                last_status = time.time()
+            if self._stop_requested():
+                return obs, frames, False
+            time.sleep(0.5)
+        self.phase = "pretraining reward model"
+        self._write_status()
+        self._ingest_answers()
+        if len(self.dataset):
+            self.reward_metrics = {}
+            m = self.ensemble.pretrain(self.dataset, cfg.pretrain_epochs)
+            self.reward_metrics = {
+                "losses/reward_train": m.get("train_loss"), "losses/reward_val": m.get("val_loss"),
+                "reward/val_accuracy": m.get("val_accuracy"), "reward/l2": m.get("l2"),
+            }
+        self._update_normalization()
+        self.phase = "training"
+        self.last_reward_fit = self.env_steps
+        return obs, frames, True
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def _stop_requested(self) -> bool:
+        return self.should_stop is not None and self.should_stop()
+
+    def _tick(self) -> None:
+        if self._bar is not None:
+            self._bar.update(self.env_steps - self._bar.n)
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        self._bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=cfg.total_steps, initial=self.env_steps, unit="step", dynamic_ncols=True,
+                             smoothing=0.05, desc=f"{cfg.env_id} {cfg.algo} {cfg.reward}")
+        t_start = time.time()
+        steps_at_start = self.env_steps
+        obs, frames = self.env.reset(seed=cfg.seed + 7919 * self.resume_count)
+        last_log = self.env_steps - self.env_steps % cfg.log_every
+        last_ckpt = self.env_steps
+        last_status = 0.0
+        sps_t, sps_steps = time.time(), self.env_steps
+        stopped = False
+        try:
+            if self.prefs and self.phase != "training":
+                obs, frames, ok = self._initial_phase(obs, frames)
+                stopped = not ok
+            T, N = cfg.n_steps, cfg.num_envs
+            obs_buf = np.zeros((T, N, *self.env.obs_shape), dtype=self.env.obs_dtype)
+            act_buf = np.zeros((T, N, *self.action_shape), dtype=self.action_dtype)
+            rew_buf = np.zeros((T, N), dtype=np.float32)
+            done_buf = np.zeros((T, N), dtype=bool)
+            timeout_buf = np.zeros((T, N), dtype=bool)
+            final_buf = np.zeros_like(obs_buf) if cfg.episode_signal else None
+            while not stopped and self.env_steps < cfg.total_steps:
+                extras_list = []
+                timeout_buf[:] = False
+                for t in range(T):
+                    obs_buf[t] = obs
+                    actions, extras, out = self._step_envs(obs, frames)
+                    act_buf[t] = actions
+                    extras_list.append(extras)
+                    rew_buf[t] = out.reward
+                    if cfg.episode_signal:
+                        done_buf[t] = out.terminated | out.truncated
+                        timeout_buf[t] = out.truncated & ~out.terminated
+                        final_buf[t] = out.final_obs
+                    obs, frames = out.obs, out.frames
+                if self.prefs:
+                    rew_buf[:] = self.ensemble.predict(
+                        obs_buf.reshape(T * N, *obs_buf.shape[2:]), act_buf.reshape(T * N, *act_buf.shape[2:])
+                    ).reshape(T, N)
+                elif self.env.is_atari:
+                    np.clip(rew_buf, -1.0, 1.0, out=rew_buf)
+                extras = {k: np.stack([e[k] for e in extras_list]) for k in extras_list[0]}
+                rl_metrics = self.algo.update(Rollout(
+                    obs=obs_buf, actions=act_buf, rewards=rew_buf, dones=done_buf, timeouts=timeout_buf,
+                    final_values_obs=final_buf, last_obs=obs, extras=extras,
+                ))
+                self.iteration += 1
+
+                if self.prefs and self.env_steps - self.last_reward_fit >= cfg.reward_update_every:
+                    due = self.schedule.due(self.env_steps * self.frames_per_step)
+                    self._post_queries(due - self._labels_posted(), cfg.query_selection,
+                                       newer_than=max(0, self.buffer.steps_written - self.buffer.capacity))
+                    comparisons = int(round(cfg.reward_train_ratio * (self.env_steps - self.last_reward_fit)))
+                    self._fit_reward(max(1, comparisons))
+                    self.last_reward_fit = self.env_steps
+
+                if self.env_steps - last_log >= cfg.log_every:
+                    last_log = self.env_steps - self.env_steps % cfg.log_every
+                    now = time.time()
+                    metrics = {**rl_metrics, **self.episodes.pop_window(),
+                               "charts/SPS": (self.env_steps - sps_steps) / max(now - sps_t, 1e-9)}
+                    sps_t, sps_steps = now, self.env_steps
+                    if self.prefs:
+                        counts = self.store.counts()
+                        metrics["labels/posted"] = self._labels_posted()
+                        metrics["labels/answered"] = sum(counts[k] for k in ("left", "right", "equal", "incomparable"))
+                        metrics["labels/trainable"] = len(self.dataset)
+                        metrics.update({k: v for k, v in self.reward_metrics.items() if v is not None})
+                        metrics.update(self._reward_quality())
+                    metrics = {k: float(v) for k, v in metrics.items() if v is not None and k in METRIC_KEYS}
+                    self._log(metrics)
+                    if self._bar is not None:
+                        post = {"sps": f"{metrics['charts/SPS']:.0f}"}
+                        if self.episodes.recent:
+                            post["return"] = f"{np.mean(self.episodes.recent):.1f}"
+                        if self.prefs:
+                            post["labels"] = int(metrics["labels/answered"])
+                            if "reward/true_pref_accuracy" in metrics:
+                                post["acc"] = f"{metrics['reward/true_pref_accuracy']:.2f}"
+                        self._bar.set_postfix(post, refresh=False)
+                if self.env_steps - last_ckpt >= cfg.checkpoint_every:
+                    self._checkpoint()
+                    last_ckpt = self.env_steps
+                if time.time() - last_status > 2:
+                    self._write_status()
+                    last_status = time.time()
+                self._tick()
+                if self._stop_requested():
+                    stopped = True
+        except KeyboardInterrupt:
+            self._checkpoint()
+            raise
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+        self._checkpoint()
+        if self.env_steps >= cfg.total_steps:
+            self.phase = "finished"
+        self._write_status()
+        if self.prefs:
+            torch.save(self.ensemble.state_dict(), self.run_dir / "reward_model.pt.tmp")
+            os.replace(self.run_dir / "reward_model.pt.tmp", self.run_dir / "reward_model.pt")
+        wall = time.time() - t_start
+        return {
+            "final_return": float(np.mean(self.episodes.recent)) if self.episodes.recent else math.nan,
+            "episodes": self.episodes.count,
+            "env_steps": self.env_steps,
+            "labels": len(self.store.current_answers()) if self.prefs else 0,
+            "wall_time_s": wall,
+            "sps": (self.env_steps - steps_at_start) / max(wall, 1e-9),
+            "run_dir": str(self.run_dir),
+            "stopped_early": stopped,
+            "env_info": self.env.info,
+        }
+
+    def close(self) -> None:
+        self.env.close()
+        if self.labeler is not None and self._owns_labeler:
+            self.labeler.close()
+        if self.store is not None:
+            self.store.close()
+
+
+def run_training(cfg: TrainConfig, *, labeler: Labeler | None = None,
+                 on_metrics: Callable[[int, dict[str, float]], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> dict:
+    """Train (or resume) the run described by ``cfg``; returns a summary (see Learner.run)."""
+    learner = Learner(cfg, labeler=labeler, on_metrics=on_metrics, should_stop=should_stop)
+    try:
+        return learner.run()
+    finally:
+        learner.close()
+
+
+# -- command line ------------------------------------------------------------------------------------
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m rlhp_core.train",
+        description="Learn a reward from preferences and train a policy on it (Christiano et al. 2017). "
+                    "Rerunning the same command on the same --run-dir resumes it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--config", help="JSON file with TrainConfig fields; flags given on the command line override it")
+    docs = _field_docs()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "extra":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if "bool" in kind:
+            conv = _parse_bool
+        elif "int" in kind:
+            conv = int
+        elif "float" in kind:
+            conv = float
+        else:
+            conv = str
+        p.add_argument(flag, type=conv, default=argparse.SUPPRESS, help=docs.get(f.name, ""))
+    p.add_argument("--host", default=argparse.SUPPRESS, help="human labeling page: bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=argparse.SUPPRESS, help="human labeling page: port (default: any free)")
+    p.add_argument("--token", default=argparse.SUPPRESS, help="human labeling page: access token (required off localhost)")
+    return p
+
+
+def _field_docs() -> dict[str, str]:
+    """The docstring under each TrainConfig field, for --help (one source of truth)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(TrainConfig))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(nxt.value.value).split()).replace("%", "%%")
+    return docs
+
+
+def config_from_args(argv: list[str] | None = None) -> TrainConfig:
+    args = vars(build_parser().parse_args(argv))
+    base = TrainConfig.from_json(Path(args.pop("config")).read_text()) if args.get("config") else TrainConfig()
+    args.pop("config", None)
+    extra = dict(base.extra)
+    for key in ("host", "port", "token"):
+        if key in args:
+            extra[key] = args.pop(key)
+    cfg = dataclasses.replace(base, **args, extra=extra)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    torch.set_num_threads(int(os.environ.get("RLHP_TORCH_THREADS", "1")))
+    try:
+        cfg = config_from_args(argv)
+        summary = run_training(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: checkpoint written; rerun the same command to resume", file=sys.stderr)
+        return 130
+    print(json.dumps({k: v for k, v in summary.items() if k != "env_info"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
