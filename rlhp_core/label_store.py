@@ -196,15 +196,22 @@ class LabelStore:
             args = (route,)
         return [r[0] for r in self._con().execute(sql + " ORDER BY q.seq", args)]
 
-    def lease_next(self, owner: str, ttl_s: float = 120.0, route: str | None = None) -> str | None:
+    def lease_next(self, owner: str, ttl_s: float = 120.0, route: str | None = None,
+                   exclude: Sequence[str] = ()) -> str | None:
         """Give the oldest pending query not leased to someone else to ``owner`` for ``ttl_s``.
 
         A labeler that already holds a live lease gets the same query back (a reload of the
-        page must not skip a pair); an expired lease is free for anyone.
+        page must not skip a pair); an expired lease is free for anyone. ``exclude`` names
+        queries the caller already has in hand (a page that prefetches the next pair while
+        showing one passes the one it shows), so one owner can hold several leases.
         """
         now = time.time()
         with self._tx() as con:
             route_sql, args = ("AND q.route = ?", (route,)) if route is not None else ("", ())
+            exclude = [str(x) for x in exclude]
+            if exclude:
+                route_sql += f" AND q.id NOT IN ({', '.join('?' * len(exclude))})"
+                args = (*args, *exclude)
             pending = (
                 "NOT EXISTS (SELECT 1 FROM answers a WHERE a.query_id = q.id AND a.retracted_at IS NULL)"
             )
@@ -226,6 +233,29 @@ class LabelStore:
             )
             return row[0]
 
+    def lease(self, query_id: str, owner: str, ttl_s: float = 120.0) -> bool:
+        """Take or renew the lease on one pending query for ``owner``.
+
+        False (and nothing changes) when the query has a current answer or someone else holds
+        a live lease on it. Used to keep a shown pair leased while a person watches it, and to
+        give an undone pair back to whoever undid it. KeyError for an unknown query.
+        """
+        now = time.time()
+        with self._tx() as con:
+            row = con.execute("SELECT lease_owner, lease_expires FROM queries WHERE id = ?", (query_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no query with id {query_id!r} in {self.path}")
+            if con.execute(
+                "SELECT 1 FROM answers WHERE query_id = ? AND retracted_at IS NULL", (query_id,)
+            ).fetchone():
+                return False
+            if row[0] is not None and row[0] != owner and row[1] is not None and row[1] > now:
+                return False
+            con.execute(
+                "UPDATE queries SET lease_owner = ?, lease_expires = ? WHERE id = ?", (owner, now + ttl_s, query_id)
+            )
+            return True
+
     # -- answers ------------------------------------------------------------------------
     def add_answer(self, query_id: str, answer: str, *, labeler: str, labeler_params: dict | None = None,
                    shown_at: float | None = None, answered_at: float | None = None,
@@ -235,27 +265,37 @@ class LabelStore:
         A repeated ``submission_id`` returns the first answer's id and writes nothing (an
         idempotent retry). A query that already has a current answer is refused: undo first.
         """
-        check_answer(answer)
+        return self.add_answers([dict(query_id=query_id, answer=answer, labeler=labeler,
+                                      labeler_params=labeler_params, shown_at=shown_at,
+                                      answered_at=answered_at, submission_id=submission_id)])[0]
+
+    def add_answers(self, answers: Sequence[dict]) -> list[int]:
+        """Commit many answers in one transaction (all or none); each dict holds add_answer's arguments."""
+        for a in answers:
+            check_answer(a["answer"])
         with self._tx() as con:
-            if submission_id is not None:
-                row = con.execute("SELECT id FROM answers WHERE submission_id = ?", (submission_id,)).fetchone()
-                if row is not None:
-                    return int(row[0])
-            if con.execute("SELECT 1 FROM queries WHERE id = ?", (query_id,)).fetchone() is None:
-                raise KeyError(f"no query with id {query_id!r} in {self.path}")
-            if con.execute(
-                "SELECT 1 FROM answers WHERE query_id = ? AND retracted_at IS NULL", (query_id,)
-            ).fetchone():
-                raise LabelStoreError(f"query {query_id!r} is already answered; undo that answer first")
-            now = time.time()
-            cur = con.execute(
-                "INSERT INTO answers (query_id, answer, labeler, labeler_params, shown_at, answered_at,"
-                " stored_at, submission_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (query_id, answer, labeler, json.dumps(labeler_params or {}, sort_keys=True), shown_at,
-                 answered_at if answered_at is not None else now, now, submission_id),
-            )
-            con.execute("UPDATE queries SET lease_owner = NULL, lease_expires = NULL WHERE id = ?", (query_id,))
-            return int(cur.lastrowid)
+            return [self._insert_answer(con, **a) for a in answers]
+
+    def _insert_answer(self, con: sqlite3.Connection, query_id: str, answer: str, labeler: str,
+                       labeler_params: dict | None = None, shown_at: float | None = None,
+                       answered_at: float | None = None, submission_id: str | None = None) -> int:
+        if submission_id is not None:
+            row = con.execute("SELECT id FROM answers WHERE submission_id = ?", (submission_id,)).fetchone()
+            if row is not None:
+                return int(row[0])
+        if con.execute("SELECT 1 FROM queries WHERE id = ?", (query_id,)).fetchone() is None:
+            raise KeyError(f"no query with id {query_id!r} in {self.path}")
+        if con.execute("SELECT 1 FROM answers WHERE query_id = ? AND retracted_at IS NULL", (query_id,)).fetchone():
+            raise LabelStoreError(f"query {query_id!r} is already answered; undo that answer first")
+        now = time.time()
+        cur = con.execute(
+            "INSERT INTO answers (query_id, answer, labeler, labeler_params, shown_at, answered_at,"
+            " stored_at, submission_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (query_id, answer, labeler, json.dumps(labeler_params or {}, sort_keys=True), shown_at,
+             answered_at if answered_at is not None else now, now, submission_id),
+        )
+        con.execute("UPDATE queries SET lease_owner = NULL, lease_expires = NULL WHERE id = ?", (query_id,))
+        return int(cur.lastrowid)
 
     def retract(self, answer_id: int) -> str:
         """Undo an answer: it stays in the store, marked retracted; its query is pending again."""
@@ -267,6 +307,11 @@ class LabelStore:
                 con.execute("UPDATE answers SET retracted_at = ? WHERE id = ?", (time.time(), answer_id))
             return row[0]
 
+    def get_answer(self, answer_id: int) -> AnswerRecord | None:
+        """One answer by id (retracted or not), or None."""
+        rows = self._answers("WHERE id = ?", (int(answer_id),))
+        return rows[0] if rows else None
+
     def current_answers(self) -> list[AnswerRecord]:
         """The live answer of every answered query, in answer order."""
         return self._answers("WHERE retracted_at IS NULL")
@@ -274,10 +319,10 @@ class LabelStore:
     def all_answers(self) -> list[AnswerRecord]:
         return self._answers("")
 
-    def _answers(self, where: str) -> list[AnswerRecord]:
+    def _answers(self, where: str, args: tuple = ()) -> list[AnswerRecord]:
         rows = self._con().execute(
             "SELECT id, query_id, answer, labeler, labeler_params, shown_at, answered_at, retracted_at"
-            f" FROM answers {where} ORDER BY id"
+            f" FROM answers {where} ORDER BY id", args
         ).fetchall()
         return [AnswerRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7]) for r in rows]
 

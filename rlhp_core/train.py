@@ -81,11 +81,13 @@ def build_labeler(cfg: TrainConfig, store_path: Path, status_path: Path) -> Labe
         print(f"Label at: {human.url}", flush=True)
         if spec == "human":
             return human
-        teacher = make_labeler(spec[: -len("+human")], seed=cfg.seed, env_id=cfg.env_id)
+        teacher = make_labeler(spec[: -len("+human")], seed=cfg.seed, env_id=cfg.env_id,
+                               segment_length=cfg.segment_length, episode_end_penalty=cfg.episode_end_penalty)
         return RoutedLabeler(teacher, human, initial=cfg.initial_labels)
     from oracles.scripted import make_labeler
 
-    return make_labeler(spec, seed=cfg.seed, env_id=cfg.env_id, episode_end_penalty=cfg.episode_end_penalty)
+    return make_labeler(spec, seed=cfg.seed, env_id=cfg.env_id, segment_length=cfg.segment_length,
+                        episode_end_penalty=cfg.episode_end_penalty)
 
 
 class _EpisodeStats:
@@ -223,6 +225,8 @@ class Learner:
             self.ensemble.load_state_dict(s["ensemble"])
             self.dataset.load_state_dict(s["dataset"], self._segments_for(s["ingested"]))
             self.ingested = list(s["ingested"])
+            if "labeler" in s and hasattr(self.labeler, "set_state"):
+                self.labeler.set_state(s["labeler"])
         self._truncate_metrics(self.env_steps)
 
     def _segments_for(self, answer_ids: list[int]) -> list[tuple]:
@@ -248,6 +252,8 @@ class Learner:
             state["ensemble"] = self.ensemble.state_dict()
             state["dataset"] = self.dataset.state_dict()
             state["ingested"] = list(self.ingested)
+            if hasattr(self.labeler, "get_state"):
+                state["labeler"] = self.labeler.get_state()
         save_checkpoint(self.run_dir, self.env_steps, state)
 
     # -- metrics and status ---------------------------------------------------------------------

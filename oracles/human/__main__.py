@@ -1,0 +1,71 @@
+"""Serve the labeling page for an existing run from its own process.
+
+    python -m oracles.human --run-dir runs/enduro-human [--host 127.0.0.1] [--port 8765] [--token T]
+
+Reads RUN_DIR/labels.sqlite (SQLite in WAL mode, so the learner can keep writing to it),
+RUN_DIR/status.json for the run's state, RUN_DIR/config.json (if present) for the label budget,
+and caches clips in RUN_DIR/clips. Stop with Ctrl-C: every answer the page showed as saved is
+already in the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from rlhp_core.label_store import LabelStore, LabelStoreError
+
+from .server import ROUTE, serve
+
+
+def _stop(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m oracles.human", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run-dir", required=True, type=Path, help="the run directory (holds labels.sqlite)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; any other address requires a token)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
+    p.add_argument("--token", default=None,
+                   help="access token (default: none on loopback, a random one on any other address)")
+    p.add_argument("--route", default=ROUTE,
+                   help=f"label the queries routed to this labeler (default {ROUTE!r}; 'any' = every pending query)")
+    p.add_argument("--fps", type=float, default=None, help="playback steps per second at 1x (default: per env)")
+    args = p.parse_args(argv)
+
+    db = args.run_dir / "labels.sqlite"
+    if not db.exists():
+        p.error(f"{db} does not exist: is {args.run_dir} a run directory?")
+    try:
+        store = LabelStore(db)
+    except LabelStoreError as err:
+        p.error(str(err))
+    budget = None
+    try:
+        budget = json.loads((args.run_dir / "config.json").read_text()).get("label_budget")
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        server = serve(store, host=args.host, port=args.port, token=args.token, env_id=store.env_id,
+                       label_budget=budget if isinstance(budget, int) else None,
+                       status_path=args.run_dir / "status.json", clip_dir=args.run_dir / "clips",
+                       route=None if args.route == "any" else args.route, fps=args.fps)
+    except OSError as err:
+        p.error(f"cannot listen on {args.host}:{args.port}: {err}")
+    signal.signal(signal.SIGTERM, _stop)
+    print(f"[rlhp] Labeling {store.env_id} from {db}", file=sys.stderr)
+    print(f"[rlhp] Open {server.url}", file=sys.stderr)
+    if server.url != server.local_url:
+        print(f"[rlhp] (from this machine: {server.local_url})", file=sys.stderr)
+    print("[rlhp] Ctrl-C to stop.", file=sys.stderr, flush=True)
+    server.serve_until_interrupted()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
