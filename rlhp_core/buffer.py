@@ -15,7 +15,7 @@ from .segments import Segment
 
 class SegmentBuffer:
     def __init__(self, capacity: int, num_envs: int, obs_shape: tuple, obs_dtype, action_shape: tuple,
-                 action_dtype, frame_shape: tuple | None = None):
+                 action_dtype, keep_frames: bool = False):
         if capacity < 1:
             raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
         self.capacity, self.num_envs = capacity, num_envs
@@ -23,7 +23,8 @@ class SegmentBuffer:
         self.actions = np.zeros((capacity, num_envs, *action_shape), dtype=action_dtype)
         self.true_rewards = np.zeros((capacity, num_envs), dtype=np.float32)
         self.episode_ends = np.zeros((capacity, num_envs), dtype=bool)
-        self.frames = np.zeros((capacity, num_envs, *frame_shape), dtype=np.uint8) if frame_shape else None
+        self.keep_frames = keep_frames
+        self.frames: np.ndarray | None = None  # allocated at the first frames seen (their size depends on the env)
         self.steps_written = 0
         """Per-env step count ever written (also the global step index of the next row)."""
 
@@ -34,7 +35,9 @@ class SegmentBuffer:
         self.actions[i] = actions
         self.true_rewards[i] = true_rewards
         self.episode_ends[i] = episode_ends
-        if self.frames is not None and frames is not None:
+        if self.keep_frames and frames is not None:
+            if self.frames is None:
+                self.frames = np.zeros((self.capacity, *frames.shape), dtype=np.uint8)
             self.frames[i] = frames
         self.steps_written += 1
 

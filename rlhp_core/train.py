@@ -66,7 +66,7 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError(f"device {name!r} is not valid; allowed: 'auto', 'cpu', 'cuda', 'cuda:N'") from exc
 
 
-def build_labeler(cfg: TrainConfig, store_path: Path, status_path: Path) -> Labeler:
+def build_labeler(cfg: TrainConfig, store: LabelStore, status_path: Path) -> Labeler:
     """Turn the config's labeler spec into a Labeler. Imports oracles lazily: the core needs none."""
     spec = cfg.labeler
     if spec == "human" or spec.endswith("+human"):
@@ -74,7 +74,7 @@ def build_labeler(cfg: TrainConfig, store_path: Path, status_path: Path) -> Labe
         from oracles.scripted import make_labeler
 
         human = HumanLabeler(
-            LabelStore(store_path), env_id=cfg.env_id, label_budget=cfg.label_budget,
+            store, env_id=cfg.env_id, label_budget=cfg.label_budget,
             status_path=status_path, host=cfg.extra.get("host", "127.0.0.1"), port=int(cfg.extra.get("port", 0)),
             token=cfg.extra.get("token"),
         )
@@ -132,15 +132,21 @@ class Learner:
         self.status_path = self.run_dir / "status.json"
         self.store_path = self.run_dir / "labels.sqlite"
         self._owns_labeler = labeler is None
-        if self.prefs and labeler is None:
-            labeler = build_labeler(cfg, self.store_path, self.status_path)
-        self.labeler = labeler
-        keep_frames = bool(labeler is not None and labeler.wants_frames)
+        if labeler is not None:
+            keep_frames = bool(labeler.wants_frames)
+        else:
+            keep_frames = self.prefs and (cfg.labeler == "human" or cfg.labeler.endswith("+human"))
         self.env = make_vec_env(cfg.env_id, cfg.num_envs, sticky_actions=cfg.sticky_actions, frameskip=cfg.frameskip,
                                 max_episode_steps=cfg.max_episode_steps, keep_frames=keep_frames)
         self.frames_per_step = cfg.frameskip if self.env.is_atari else 1
         save_config(cfg, self.run_dir)
         (self.run_dir / "env_info.json").write_text(json.dumps(self.env.info, indent=2, sort_keys=True, default=str))
+        self.store = None
+        if self.prefs:
+            self.store = LabelStore(self.store_path, env_id=cfg.env_id, obs_shape=self.env.obs_shape)
+            if labeler is None:
+                labeler = build_labeler(cfg, self.store, self.status_path)
+        self.labeler = labeler
 
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
@@ -151,9 +157,8 @@ class Learner:
                               num_envs=cfg.num_envs, total_steps=cfg.total_steps)
         self.algo = make_algo(cfg.algo, self.env.obs_shape, self.env.obs_dtype, space, settings, self.device, cfg.seed)
 
-        self.store = self.ensemble = self.dataset = self.schedule = None
+        self.ensemble = self.dataset = self.schedule = None
         if self.prefs:
-            self.store = LabelStore(self.store_path, env_id=cfg.env_id, obs_shape=self.env.obs_shape)
             self.ensemble = RewardEnsemble(
                 self.env.obs_shape, space, n_members=cfg.ensemble_size, atari=self.env.is_atari,
                 dropout=cfg.dropout, reward_std=cfg.reward_std, lr=cfg.reward_lr, batch_size=cfg.reward_batch,
@@ -162,11 +167,9 @@ class Learner:
             self.dataset = PreferenceDataset(capacity=cfg.label_buffer, n_members=cfg.ensemble_size, seed=cfg.seed)
             self.schedule = LabelSchedule(cfg.label_budget, cfg.initial_labels,
                                           cfg.total_steps * self.frames_per_step, cfg.label_schedule_constant)
-        frame_shape = (210, 160, 3) if keep_frames and self.env.is_atari else None
         capacity = max(4 * cfg.segment_length, cfg.n_steps)
         self.buffer = SegmentBuffer(capacity, cfg.num_envs, self.env.obs_shape, self.env.obs_dtype,
-                                    self.action_shape, self.action_dtype, frame_shape)
-        self._frame_shape = frame_shape
+                                    self.action_shape, self.action_dtype, keep_frames)
 
         # counters: all restored on resume
         self.env_steps = 0

@@ -36,7 +36,7 @@ class HumanLabeler:
     status_path: the learner's status.json (default: next to the store).
     clip_dir: where encoded clips are cached (default: ``clips/`` next to the store).
     fps: playback rate at speed 1x (default: the env's real-time rate, 15 steps/s on Atari).
-    announce: print the URL to stderr once the page is up.
+    announce: print the URL to stderr once the page is up (the training CLI prints ``url`` itself).
     """
 
     name = "human"
@@ -44,7 +44,7 @@ class HumanLabeler:
 
     def __init__(self, store: LabelStore, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  env_id: str, label_budget: int | None = None, status_path: Path | None = None,
-                 clip_dir: Path | None = None, fps: float | None = None, announce: bool = True):
+                 clip_dir: Path | None = None, fps: float | None = None, announce: bool = False):
         self.server: LabelServer = serve(store, host=host, port=port, token=token, env_id=env_id,
                                          label_budget=label_budget, status_path=status_path, clip_dir=clip_dir,
                                          route=ROUTE, fps=fps)

@@ -31,7 +31,6 @@ import statistics
 import tempfile
 import threading
 import time
-from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -57,10 +56,10 @@ STATIC_TYPES = {
 MAX_BODY = 64 * 1024
 LEASE_TTL_S = 90.0
 """A tab renews the leases of the pairs it holds every 20 s; a closed tab's pairs free up after this."""
-PHASES = ("initial labels", "pretraining reward model", "training", "finished")
 
 _CLIENT_RE = re.compile(r"[A-Za-z0-9_-]{4,64}")
 _SUBMISSION_RE = re.compile(r"[A-Za-z0-9_-]{8,100}")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9._~-]{4,256}")
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
@@ -133,8 +132,8 @@ class LabelServer:
             raise ValueError(f"env_id {env_id!r} does not match the label store's env {store.env_id!r}")
         if label_budget is not None and label_budget < 0:
             raise ValueError(f"label_budget must be >= 0 or None, got {label_budget}")
-        if token is not None and not token:
-            raise ValueError("token must be a non-empty string or None")
+        if token is not None and not _TOKEN_RE.fullmatch(token):
+            raise ValueError("token must be 4-256 characters of [A-Za-z0-9._~-] (it travels in URLs and a cookie)")
         self.store = store
         self.env_id = store.env_id
         self.task = task_for(self.env_id)
@@ -215,7 +214,7 @@ class LabelServer:
     def state(self) -> dict:
         counts = self.store.counts()
         answers = self.store.current_answers()
-        people = [a for a in answers if a.labeler.startswith("human")]
+        people = [a for a in answers if a.labeler == ROUTE]
         durations = [a.answered_at - a.shown_at for a in people[-50:]
                      if a.shown_at is not None and 0 < a.answered_at - a.shown_at < 600]
         status = self.read_status()
@@ -293,7 +292,7 @@ class LabelServer:
         shown_at = min(answered_at, shown + offset) if shown is not None else None
         try:
             answer_id = self.store.add_answer(
-                qid, answer, labeler=f"human:{name}", labeler_params={"name": name, "client": client},
+                qid, answer, labeler=ROUTE, labeler_params={"name": name, "client": client},
                 shown_at=shown_at, answered_at=answered_at, submission_id=sub,
             )
         except KeyError:
@@ -316,12 +315,13 @@ class LabelServer:
         rec = self.store.get_answer(answer_id)
         if rec is None:
             raise RequestError(404, f"no answer with id {answer_id}", "unknown_answer")
-        if not rec.labeler.startswith("human") or rec.labeler_params.get("client") != client:
+        if rec.labeler != ROUTE or rec.labeler_params.get("client") != client:
             raise RequestError(403, "only this tab's own answers can be undone here", "not_yours")
-        was_live = rec.retracted_at is None
+        if rec.retracted_at is not None:
+            raise RequestError(409, "that answer was already undone", "already_undone")
         self.store.retract(answer_id)
         self.store.lease(rec.query_id, client, self.lease_ttl_s)
-        return {"undone": True, "was_live": was_live, "answer_id": answer_id, "answer": rec.answer,
+        return {"undone": True, "answer_id": answer_id, "answer": rec.answer,
                 "query": self.query_payload(rec.query_id), "state": self.state()}
 
     def export_csv(self) -> bytes:

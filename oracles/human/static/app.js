@@ -129,9 +129,9 @@ function show(item) {
     item.sub = "s" + randomId(12); // one submission id per showing of a pair
     S.playT = 0;
     for (const side of SIDES) setupClip(side, item);
-    layout();
   }
   render();
+  layout(); // after render(): the clips must be visible to be measured
 }
 
 function setupClip(side, item) {
@@ -165,7 +165,7 @@ function layout() {
   const screenTop = $("clip-left").querySelector(".screen").getBoundingClientRect().top + window.scrollY;
   const below = 13 + 14 + $("answers").offsetHeight + 10 + document.querySelector(".controls").offsetHeight + 22;
   const availH = Math.max(200, window.innerHeight - screenTop - below);
-  let w = 160, h = 210;
+  let w = 320, h = 240; // a 4:3 placeholder when neither clip has frames
   const sized = SIDES.map((s) => item.q[s]).find((m) => m.frames > 0);
   if (sized) { w = sized.width; h = sized.height; }
   const gap = 28;
@@ -231,11 +231,13 @@ async function fill() {
     while ((S.cur ? 1 : 0) + S.queue.length < 2) {
       const res = await api("/api/lease", { client: S.client, have: heldIds() });
       S.offline = false;
+      if (!res.query) clearServerError();
       updateState(res.state);
       if (!res.query) break;
       if (heldIds().includes(res.query.id)) continue; // came back through an undo meanwhile
       const item = await loadPair(res.query);
       if (heldIds().includes(item.q.id)) continue;
+      clearServerError();
       if (!S.cur && !S.saving) show(item);
       else S.queue.push(item);
     }
@@ -324,7 +326,7 @@ async function undo() {
     updateState(res.state);
     toast(`↶ Undone: “${ANSWER_TEXT[res.answer]}”. Answer this pair again.`, "info");
   } catch (e) {
-    if (e.status === 403 || e.status === 404) {
+    if (e.status === 403 || e.status === 404 || e.status === 409) {
       S.undo.pop();
       persist();
     }
@@ -358,6 +360,7 @@ async function poll() {
 function noteConnection(e) {
   if (!e.status) S.offline = true;
   if (e.status === 401) S.authFailed = e.message;
+  else if (e.status) S.serverError = e.message;
 }
 
 // -- drawing the page ----------------------------------------------------------------------
@@ -384,6 +387,10 @@ function updateState(st) {
   S.authFailed = null;
 }
 
+function clearServerError() {
+  S.serverError = null;
+}
+
 function emptyMessage() {
   const st = S.state;
   if (S.authFailed) return ["This page needs its token", S.authFailed];
@@ -392,6 +399,7 @@ function emptyMessage() {
   const stale = st.status_age_s !== null && st.status_age_s > 60 && s.phase !== "finished"
     ? ` (The run last reported ${ago(st.status_age_s)}: is it still going?)` : "";
   if (S.offline) return ["Can't reach the labeling server", "Retrying… no answer is lost: saved ones are in the store."];
+  if (S.serverError) return ["The server could not prepare the next pair", S.serverError + " (retrying)"];
   if (s.phase === "finished") return ["The run has finished. Thank you!", "Every answer is saved. Export the labels with the button at the top."];
   if (budget && L.answered >= budget) return ["The label budget is used up. Thank you!", "The agent goes on training on what it learned from your labels." + stale];
   if (L.pending_for_people > 0)
@@ -446,7 +454,7 @@ function render() {
     $("steps").textContent = `${fmt(s.env_steps)} / ${fmt(s.total_steps)} env steps`;
     $("steps-bar").style.width = s.total_steps ? `${Math.min(100, (100 * s.env_steps) / s.total_steps)}%` : "0%";
     $("return").textContent = s.episode_return === null || s.episode_return === undefined
-      ? "— (no episode finished yet)" : Number(s.episode_return).toFixed(1);
+      ? "none finished yet" : Number(s.episode_return).toFixed(1);
     $("run-labels").textContent = `${fmt(s.labels_answered)} · ${fmt(s.labels_pending)} pending`;
     $("updated").textContent = ago(st.status_age_s);
     $("updated").classList.toggle("stale", st.status_age_s > 60 && s.phase !== "finished");
