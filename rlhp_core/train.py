@@ -90,6 +90,11 @@ def build_labeler(cfg: TrainConfig, store: LabelStore, status_path: Path) -> Lab
                         episode_end_penalty=cfg.episode_end_penalty)
 
 
+def _reward_metrics(m: dict) -> dict[str, float]:
+    return {"losses/reward_train": m.get("train_loss"), "losses/reward_val": m.get("val_loss"),
+            "reward/val_accuracy": m.get("val_accuracy"), "reward/l2": m.get("l2_mean")}
+
+
 class _EpisodeStats:
     """True (unclipped) returns of finished episodes: a window for logging, a longer tail for the summary."""
 
@@ -159,12 +164,8 @@ class Learner:
 
         self.ensemble = self.dataset = self.schedule = None
         if self.prefs:
-            self.ensemble = RewardEnsemble(
-                self.env.obs_shape, space, n_members=cfg.ensemble_size, atari=self.env.is_atari,
-                dropout=cfg.dropout, reward_std=cfg.reward_std, lr=cfg.reward_lr, batch_size=cfg.reward_batch,
-                adaptive_l2=cfg.adaptive_l2, device=self.device, seed=cfg.seed,
-            )
-            self.dataset = PreferenceDataset(capacity=cfg.label_buffer, n_members=cfg.ensemble_size, seed=cfg.seed)
+            self.ensemble = RewardEnsemble.from_config(cfg, self.env.obs_shape, space, device=self.device)
+            self.dataset = PreferenceDataset.from_config(cfg)
             self.schedule = LabelSchedule(cfg.label_budget, cfg.initial_labels,
                                           cfg.total_steps * self.frames_per_step, cfg.label_schedule_constant)
         capacity = max(4 * cfg.segment_length, cfg.n_steps)
@@ -226,20 +227,31 @@ class Learner:
         torch.set_rng_state(s["torch_rng"])
         if self.prefs:
             self.ensemble.load_state_dict(s["ensemble"])
-            self.dataset.load_state_dict(s["dataset"], self._segments_for(s["ingested"]))
-            self.ingested = list(s["ingested"])
+            self._rebuild_dataset(s["ingested"])
             if "labeler" in s and hasattr(self.labeler, "set_state"):
                 self.labeler.set_state(s["labeler"])
         self._truncate_metrics(self.env_steps)
 
-    def _segments_for(self, answer_ids: list[int]) -> list[tuple]:
-        """Observations and actions of the answers a checkpoint's dataset held, read back from the store."""
+    def _rebuild_dataset(self, answer_ids: list[int]) -> None:
+        """Re-add a checkpoint's comparisons from the store, in the same order.
+
+        Bootstrap/validation splits are seeded by query id, so the rebuilt dataset is the one
+        the checkpoint had, without storing gigabytes of frames in the checkpoint.
+        """
         by_id = {a.id: a for a in self.store.all_answers()}
-        out = []
+        self.ingested = []
         for aid in answer_ids:
-            q = self.store.query(by_id[aid].query_id)
-            out.append((q.left.obs, q.left.actions, q.right.obs, q.right.actions))
-        return out
+            self._add_answer(by_id[aid])
+
+    def _add_answer(self, a) -> None:
+        self.ingested.append(a.id)
+        seg = self.in_memory.pop(a.query_id, None)
+        if a.answer not in ANSWER_MU:  # incomparable: kept in the store, never trained on
+            return
+        if seg is None:
+            q = self.store.query(a.query_id)
+            seg = (q.left.obs, q.left.actions, q.right.obs, q.right.actions)
+        self.dataset.add(*seg, a.answer, key=a.query_id)
 
     def _checkpoint(self) -> None:
         state = {
@@ -253,7 +265,6 @@ class Learner:
         }
         if self.prefs:
             state["ensemble"] = self.ensemble.state_dict()
-            state["dataset"] = self.dataset.state_dict()
             state["ingested"] = list(self.ingested)
             if hasattr(self.labeler, "get_state"):
                 state["labeler"] = self.labeler.get_state()
@@ -328,48 +339,36 @@ class Learner:
         self.labeler.post(self.store, queries, self.env_steps)
         return len(queries)
 
-    def _ingest_answers(self) -> int:
-        """Add every new live answer to the dataset; rebuild it if an answer was retracted (undo)."""
+    def _ingest_answers(self) -> None:
+        """Add every new live answer to the dataset; drop those retracted (a person's undo)."""
         answers = self.store.current_answers()
         live = {a.id for a in answers}
-        if any(aid not in live for aid in self.ingested):
-            self.dataset.clear()
-            self.ingested = []
+        gone = [aid for aid in self.ingested if aid not in live]
+        if gone:
+            by_id = {a.id: a for a in self.store.all_answers()}
+            for aid in gone:
+                self.dataset.remove(by_id[aid].query_id)
+            self.ingested = [aid for aid in self.ingested if aid in live]
         have = set(self.ingested)
-        added = 0
         for a in answers:
-            if a.id in have:
-                continue
-            self.ingested.append(a.id)
-            if a.answer not in ANSWER_MU:  # incomparable: kept in the store, never trained on
-                self.in_memory.pop(a.query_id, None)
-                continue
-            seg = self.in_memory.pop(a.query_id, None)
-            if seg is None:
-                q = self.store.query(a.query_id)
-                seg = (q.left.obs, q.left.actions, q.right.obs, q.right.actions)
-            self.dataset.add(*seg, np.asarray(ANSWER_MU[a.answer], dtype=np.float32))
-            added += 1
-        return added
+            if a.id not in have:
+                self._add_answer(a)
 
     def _labels_posted(self) -> int:
         return self.store.num_queries()
 
     def _update_normalization(self) -> None:
         n = self.buffer.filled
-        rows = self.rng.integers(self.buffer.steps_written - n, self.buffer.steps_written, size=256) % self.buffer.capacity
-        envs = self.rng.integers(0, self.cfg.num_envs, size=256)
+        k = 1024
+        rows = self.rng.integers(self.buffer.steps_written - n, self.buffer.steps_written, size=k) % self.buffer.capacity
+        envs = self.rng.integers(0, self.cfg.num_envs, size=k)
         self.ensemble.update_normalization(self.buffer.obs[rows, envs], self.buffer.actions[rows, envs])
 
     def _fit_reward(self, comparisons: int) -> None:
         self._ingest_answers()
         if len(self.dataset) == 0:
             return
-        m = self.ensemble.train(self.dataset, comparisons)
-        self.reward_metrics = {
-            "losses/reward_train": m.get("train_loss"), "losses/reward_val": m.get("val_loss"),
-            "reward/val_accuracy": m.get("val_accuracy"), "reward/l2": m.get("l2"),
-        }
+        self.reward_metrics = _reward_metrics(self.ensemble.train(self.dataset, comparisons))
         self._update_normalization()
 
     def _reward_quality(self) -> dict[str, float]:
@@ -431,12 +430,7 @@ class Learner:
         self._write_status()
         self._ingest_answers()
         if len(self.dataset):
-            self.reward_metrics = {}
-            m = self.ensemble.pretrain(self.dataset, cfg.pretrain_epochs)
-            self.reward_metrics = {
-                "losses/reward_train": m.get("train_loss"), "losses/reward_val": m.get("val_loss"),
-                "reward/val_accuracy": m.get("val_accuracy"), "reward/l2": m.get("l2"),
-            }
+            self.reward_metrics = _reward_metrics(self.ensemble.pretrain(self.dataset, cfg.pretrain_epochs))
         self._update_normalization()
         self.phase = "training"
         self.last_reward_fit = self.env_steps
