@@ -62,7 +62,8 @@ class TrainConfig:
     max_episode_steps: int | None = None
     """Truncate episodes after this many agent steps (None: the env's own limit; ALE: 27,000 = 108k frames)."""
     episode_signal: bool | None = None
-    """Let the agent see episode ends (value bootstrapping cut at termination). None: off for
+    """Let the agent see terminations (value bootstrapping cut there; time-limit ends are always
+    bootstrapped as if the episode went on, which leaks nothing). None: off for
     preference runs and on Atari (the paper's one continuous stream: an end must not leak
     reward information), on for true-reward runs on vector envs (whose reward is defined by
     termination, e.g. CartPole)."""

@@ -90,6 +90,17 @@ def build_labeler(cfg: TrainConfig, store: LabelStore, status_path: Path) -> Lab
                         episode_end_penalty=cfg.episode_end_penalty)
 
 
+def _episode_end_penalty(cfg: TrainConfig) -> float:
+    """The penalty per episode end that the reward-quality metrics apply (the teacher's default)."""
+    if cfg.episode_end_penalty is not None:
+        return cfg.episode_end_penalty
+    try:
+        from oracles.teacher import env_defaults
+    except ImportError:
+        return 0.0
+    return float(env_defaults(cfg.env_id).episode_end_penalty)
+
+
 def _reward_metrics(m: dict) -> dict[str, float]:
     return {"losses/reward_train": m.get("train_loss"), "losses/reward_val": m.get("val_loss"),
             "reward/val_accuracy": m.get("val_accuracy"), "reward/l2": m.get("l2_mean")}
@@ -182,6 +193,7 @@ class Learner:
         self.episodes = _EpisodeStats()
         self.reward_metrics: dict[str, float] = {}
         self.resume_count = 0
+        self._end_penalty = _episode_end_penalty(cfg)
         self._restore()
 
     # -- run directory ----------------------------------------------------------------------
@@ -374,7 +386,8 @@ class Learner:
     def _reward_quality(self) -> dict[str, float]:
         """How well r̂ tracks the true reward on fresh segments of the current policy.
 
-        pred_true_corr: Pearson correlation of predicted and true segment returns.
+        pred_true_corr: Pearson correlation of predicted and true segment returns (true return
+        minus the episode-end penalty, the quantity the scripted teacher compares).
         true_pref_accuracy: how often r̂ prefers the segment with the higher true return
         (pairs with a true tie left out). Neither is visible to the learner; both are for people.
         """
@@ -385,7 +398,8 @@ class Learner:
         obs, act = self.buffer.gather(envs, starts, L, "obs"), self.buffer.gather(envs, starts, L, "actions")
         pred = self.ensemble.predict(obs.reshape(-1, *obs.shape[2:]), act.reshape(-1, *act.shape[2:]))
         pred = pred.reshape(len(envs), L).sum(1)
-        true = self.buffer.gather(envs, starts, L, "true_rewards").sum(1)
+        ends = self.buffer.gather(envs, starts, L, "episode_ends").sum(1)
+        true = self.buffer.gather(envs, starts, L, "true_rewards").sum(1) - self._end_penalty * ends
         out = {}
         if np.std(pred) > 0 and np.std(true) > 0:
             out["reward/pred_true_corr"] = float(np.corrcoef(pred, true)[0, 1])
@@ -470,20 +484,21 @@ class Learner:
             rew_buf = np.zeros((T, N), dtype=np.float32)
             done_buf = np.zeros((T, N), dtype=bool)
             timeout_buf = np.zeros((T, N), dtype=bool)
-            final_buf = np.zeros_like(obs_buf) if cfg.episode_signal else None
+            final_buf = np.zeros_like(obs_buf)
             while not stopped and self.env_steps < cfg.total_steps:
                 extras_list = []
-                timeout_buf[:] = False
                 for t in range(T):
                     obs_buf[t] = obs
                     actions, extras, out = self._step_envs(obs, frames)
                     act_buf[t] = actions
                     extras_list.append(extras)
                     rew_buf[t] = out.reward
-                    if cfg.episode_signal:
-                        done_buf[t] = out.terminated | out.truncated
-                        timeout_buf[t] = out.truncated & ~out.terminated
-                        final_buf[t] = out.final_obs
+                    # Time-limit ends are always bootstrapped from the final obs (as if the episode
+                    # went on: no information about the reward leaks); terminations are shown to the
+                    # agent only with episode_signal.
+                    timeout_buf[t] = out.truncated & ~out.terminated
+                    done_buf[t] = timeout_buf[t] | (out.terminated if cfg.episode_signal else False)
+                    final_buf[t] = out.final_obs
                     obs, frames = out.obs, out.frames
                 if self.prefs:
                     rew_buf[:] = self.ensemble.predict(
