@@ -1,0 +1,157 @@
+"""What a sweep runs: presets (grids of budgets x methods x seeds, or a TPE search) and methods.
+
+A *method* is the paper's algorithm or one of its ablations (Christiano et al. 2017, section
+3.3), expressed as TrainConfig overrides. A *preset* picks the environment, the algorithm, the
+teacher, the run length and either a grid of cells or a search space; every field can be
+resized from the command line (``python -m bench.sweep --help``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import optuna
+
+
+@dataclass(frozen=True)
+class Method:
+    summary: str
+    """One line for --help and the report."""
+    overrides: Callable[[int], dict]
+    """label budget -> TrainConfig overrides."""
+    uses_labels: bool = True
+    """False for the true-reward baseline: it has no budget axis (one cell per seed, budget 0)."""
+
+
+METHODS: dict[str, Method] = {
+    "rlhp": Method(
+        "the paper's method: ensemble of 3, disagreement queries, labels asked throughout training",
+        lambda budget: {},
+    ),
+    "true-reward": Method(
+        "baseline: the same RL on the environment's reward (no labels)",
+        lambda budget: {"reward": "true"},
+        uses_labels=False,
+    ),
+    "random-queries": Method(
+        "ablation: queries drawn uniformly instead of by ensemble disagreement",
+        lambda budget: {"query_selection": "random"},
+    ),
+    "no-ensemble": Method(
+        "ablation: one predictor (ensemble_size=1); queries random, as there is no disagreement to measure",
+        lambda budget: {"ensemble_size": 1, "query_selection": "random"},
+    ),
+    "offline-labels": Method(
+        "ablation 'no online queries': every label up front (initial_labels = label budget)",
+        lambda budget: {"initial_labels": budget},
+    ),
+    "no-regularization": Method(
+        "ablation: adaptive L2 off (dropout kept, as in the paper)",
+        lambda budget: {"adaptive_l2": False},
+    ),
+}
+METHOD_NAMES = tuple(METHODS)
+"""The choices of the 'method' trial parameter. Append only: Optuna refuses a changed categorical space."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    summary: str
+    kind: str
+    """'grid' (every budget x method x seed once) or 'search' (TPE over SEARCH_SPACE)."""
+    env_id: str
+    algo: str
+    teacher: str
+    """Scripted teacher preset (TrainConfig.labeler)."""
+    env_steps: int
+    budgets: tuple[int, ...]
+    methods: tuple[str, ...] = ("rlhp",)
+    seeds: int = 1
+    trials: int = 0
+    """Search presets: completed (or pruned) trials to reach."""
+    pruner: str = "none"
+    overrides: dict = field(default_factory=dict)
+    """TrainConfig fields the preset sets (``--set`` overrides them)."""
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            name="quick",
+            summary="CartPole-v1, PPO, 2 label budgets + the true-reward baseline, 2 seeds: minutes on a laptop CPU",
+            kind="grid",
+            env_id="CartPole-v1",
+            algo="ppo",
+            teacher="rational",
+            env_steps=40_000,
+            budgets=(50, 200),
+            methods=("rlhp", "true-reward"),
+            seeds=2,
+            overrides={"num_envs": 4, "n_steps": 256, "reward_update_every": 2_048, "pretrain_epochs": 50},
+        ),
+        Preset(
+            name="enduro-budgets",
+            summary="Enduro, A2C (the paper's setting): 290 vs 1,400 vs 5,500 labels, the true-reward baseline "
+                    "and the ablations random queries / no ensemble / offline labels",
+            kind="grid",
+            env_id="ALE/Enduro-v5",
+            algo="a2c",
+            teacher="rational",
+            env_steps=10_000_000,
+            budgets=(290, 1_400, 5_500),
+            methods=("rlhp", "true-reward", "random-queries", "no-ensemble", "offline-labels"),
+            seeds=3,
+            overrides={"checkpoint_every": 250_000},
+        ),
+        Preset(
+            name="hparams",
+            summary="TPE search (median pruning) over the reward model's and the label schedule's hyperparameters",
+            kind="search",
+            env_id="CartPole-v1",
+            algo="ppo",
+            teacher="rational",
+            env_steps=40_000,
+            budgets=(200,),
+            trials=20,
+            pruner="median",
+            overrides={"num_envs": 4, "n_steps": 256, "reward_update_every": 2_048, "pretrain_epochs": 50},
+        ),
+    )
+}
+
+
+# -- the hparams search space ----------------------------------------------------------------------
+def suggest_hparams(trial: optuna.Trial, *, total_frames: int, fixed: set[str]) -> dict:
+    """TPE's search space; fields the user fixed with ``--set`` are left out.
+
+    label_schedule_constant is searched relative to the run's length in frames (its effect is
+    C / (T + C) over T in [0, total frames]); the value logged is the absolute constant.
+    """
+    space: dict[str, Callable[[], object]] = {
+        "reward_lr": lambda: trial.suggest_float("reward_lr", 3e-5, 3e-3, log=True),
+        "label_schedule_constant": lambda: trial.suggest_float(
+            "label_schedule_constant", max(1.0, total_frames / 30), max(2.0, total_frames * 3.0), log=True),
+        "segment_length": lambda: trial.suggest_categorical("segment_length", (10, 15, 25, 40, 50)),
+        "reward_batch": lambda: trial.suggest_categorical("reward_batch", (16, 32, 64)),
+        "candidate_factor": lambda: trial.suggest_categorical("candidate_factor", (2, 5, 10, 20)),
+        "reward_train_ratio": lambda: trial.suggest_float("reward_train_ratio", 0.02, 0.5, log=True),
+        "initial_fraction": lambda: trial.suggest_float("initial_fraction", 0.1, 0.5),
+    }
+    return {name: draw() for name, draw in space.items() if name not in fixed}
+
+
+SEARCHED = ("reward_lr", "label_schedule_constant", "segment_length", "reward_batch", "candidate_factor",
+            "reward_train_ratio", "initial_fraction")
+"""Parameter names of suggest_hparams (initial_fraction: initial_labels = ceil(fraction x budget))."""
+
+
+def hparams_to_config(params: dict, budget: int) -> dict:
+    """Searched values -> TrainConfig overrides."""
+    out = {k: v for k, v in params.items() if k != "initial_fraction"}
+    if "initial_fraction" in params:
+        out["initial_labels"] = max(1, math.ceil(params["initial_fraction"] * budget))
+    return out

@@ -1,0 +1,176 @@
+"""The learner end to end: determinism, resume, bad input, and an Enduro smoke run."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from rlhp_core.checkpoint import CheckpointError, complete_checkpoints
+from rlhp_core.config import TrainConfig
+from rlhp_core.label_store import LabelStore, LabelStoreError
+from rlhp_core.train import Learner, run_training
+
+
+def tiny(run_dir, **kw) -> TrainConfig:
+    base = dict(env_id="CartPole-v1", algo="ppo", num_envs=2, n_steps=64, total_steps=1_536, label_budget=24,
+                pretrain_epochs=3, reward_update_every=256, log_every=256, checkpoint_every=512,
+                segment_length=10, run_dir=str(run_dir), progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def metrics_rows(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def answers(run_dir):
+    store = LabelStore(run_dir / "labels.sqlite")
+    out = []
+    for a in store.current_answers():
+        q = store.query(a.query_id)
+        out.append((a.query_id, a.answer, q.left.obs.tobytes(), q.right.obs.tobytes()))
+    return out
+
+
+def test_same_seed_same_labels_losses_parameters(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_training(tiny(a))
+    run_training(tiny(b))
+    assert answers(a) == answers(b) and 12 <= len(answers(a)) <= 24
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "charts/SPS"} for r in rows]  # noqa: E731
+    assert strip(metrics_rows(a)) == strip(metrics_rows(b))
+    sa = torch.load(complete_checkpoints(a)[-1] / "state.pt", weights_only=False)["state"]
+    sb = torch.load(complete_checkpoints(b)[-1] / "state.pt", weights_only=False)["state"]
+    for key in ("algo", "ensemble"):
+        flat_a, flat_b = _tensors(sa[key]), _tensors(sb[key])
+        assert len(flat_a) == len(flat_b) > 0
+        for x, y in zip(flat_a, flat_b):
+            assert torch.equal(x, y)
+    c = tmp_path / "c"
+    run_training(tiny(c, seed=1))
+    assert answers(c) != answers(a)
+
+
+def _tensors(obj) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for k in sorted(obj, key=str) for t in _tensors(obj[k])]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _tensors(v)]
+    return []
+
+
+def test_resume_continues_every_counter(tmp_path):
+    run = tmp_path / "run"
+    first = run_training(tiny(run, total_steps=768))
+    assert first["env_steps"] >= 768 and first["labels"] > 0
+    labels_before = first["labels"]
+    # predictions of the saved reward model are identical after reloading the run
+    learner = Learner(tiny(run, total_steps=1_536))
+    obs = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    act = np.zeros(32, dtype=np.int64)
+    reloaded = learner.ensemble.predict(obs, act)
+    saved = torch.load(run / "reward_model.pt", weights_only=False)
+    learner.ensemble.load_state_dict(saved)
+    np.testing.assert_array_equal(reloaded, learner.ensemble.predict(obs, act))
+    assert learner.env_steps == first["env_steps"] and learner.resume_count == 1
+    learner.close()
+    second = run_training(tiny(run, total_steps=1_536))
+    assert second["env_steps"] >= 1_536
+    assert labels_before < second["labels"] <= 24
+    steps = [int(r["env_steps"]) for r in metrics_rows(run)]
+    assert steps == sorted(set(steps)), "no step is logged twice after a resume"
+
+
+def test_changed_config_refused_on_resume(tmp_path):
+    run = tmp_path / "run"
+    run_training(tiny(run, total_steps=256, label_budget=8, pretrain_epochs=1))
+    with pytest.raises(ValueError, match="belongs to a different configuration .*seed: run has 0, asked 5"):
+        Learner(tiny(run, total_steps=256, label_budget=8, pretrain_epochs=1, seed=5))
+
+
+def test_bad_input_names_the_value(tmp_path):
+    with pytest.raises(ValueError, match="NoSuchEnv-v0"):
+        Learner(tiny(tmp_path / "x", env_id="NoSuchEnv-v0"))
+    with pytest.raises(ValueError, match="label_budget 100 is below initial_labels 200"):
+        Learner(tiny(tmp_path / "y", label_budget=100, initial_labels=200))
+    with pytest.raises(ValueError, match=r"segment_length 300 is longer than an episode of Pendulum-v1 \(200 steps\)"):
+        Learner(tiny(tmp_path / "z", env_id="Pendulum-v1", segment_length=300))
+    with pytest.raises(ValueError, match="algo 'dqn' is not one of"):
+        Learner(tiny(tmp_path / "w", algo="dqn"))
+
+
+def test_corrupt_or_foreign_checkpoint_refused_and_labels_kept(tmp_path):
+    run = tmp_path / "run"
+    run_training(tiny(run, total_steps=512))
+    n_labels = len(LabelStore(run / "labels.sqlite").current_answers())
+    newest = complete_checkpoints(run)[-1]
+    (newest / "state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt or not a torch file"):
+        Learner(tiny(run, total_steps=512))
+    torch.save({"model": {}}, newest / "state.pt")
+    with pytest.raises(CheckpointError, match="is not an rlhp checkpoint"):
+        Learner(tiny(run, total_steps=512))
+    assert len(LabelStore(run / "labels.sqlite").current_answers()) == n_labels
+
+
+def test_label_store_from_another_env_refused(tmp_path):
+    other = tmp_path / "other.sqlite"
+    LabelStore(other, env_id="Pendulum-v1", obs_shape=(3,))
+    with pytest.raises(LabelStoreError, match="cannot seed labels for env 'CartPole-v1'"):
+        Learner(tiny(tmp_path / "run", seed_labels=str(other)))
+    run = tmp_path / "run2"
+    run.mkdir()
+    LabelStore(run / "labels.sqlite", env_id="Pendulum-v1", obs_shape=(3,)).close()
+    with pytest.raises(LabelStoreError, match="holds labels for env 'Pendulum-v1'"):
+        Learner(tiny(run))
+
+
+def test_seed_labels_reused(tmp_path):
+    src = tmp_path / "src"
+    run_training(tiny(src, total_steps=512, label_budget=12))
+    dst = tmp_path / "dst"
+    learner = Learner(tiny(dst, total_steps=512, label_budget=12, seed_labels=str(src / "labels.sqlite")))
+    src_answers = LabelStore(src / "labels.sqlite").current_answers()
+    assert learner.store.num_queries() == len(src_answers) > 0
+    assert sorted(a.query_id for a in learner.store.current_answers()) == sorted(a.query_id for a in src_answers)
+    learner.close()
+
+
+def test_true_reward_baseline_has_no_labels(tmp_path):
+    out = run_training(tiny(tmp_path / "t", reward="true", total_steps=512))
+    assert out["labels"] == 0 and not (tmp_path / "t" / "labels.sqlite").exists()
+
+
+def test_cli_reports_bad_values(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlhp_core.train", "--env-id", "CartPole-v1", "--label-budget", "10",
+         "--initial-labels", "50", "--run-dir", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "label_budget 10 is below initial_labels 50" in proc.stderr
+
+
+@pytest.mark.slow
+def test_enduro_smoke_full_recipe(tmp_path):
+    """A2C, 16 envs, 3-member CNN ensemble, the label schedule on: a few thousand steps."""
+    cfg = TrainConfig(env_id="ALE/Enduro-v5", algo="a2c", total_steps=4_000, label_budget=40,
+                      pretrain_epochs=2, reward_update_every=800, log_every=800, run_dir=str(tmp_path / "e"),
+                      progress=False)
+    out = run_training(cfg)
+    assert out["env_steps"] >= 4_000
+    store = LabelStore(tmp_path / "e" / "labels.sqlite")
+    assert store.env_id == "ALE/Enduro-v5" and store.obs_shape == (4, 84, 84)
+    assert 10 <= len(store.current_answers()) <= 40
+    rows = metrics_rows(tmp_path / "e")
+    assert rows and all(r["labels/answered"] for r in rows)
+    info = out["env_info"]
+    assert info["frameskip"] == 4 and info["sticky_actions"] == 0.0
