@@ -39,6 +39,7 @@ def random_return(episodes: int = 16) -> float:
 
 def heldout_accuracy(run_dir, cfg: TrainConfig, pairs: int = 500) -> float:
     """Preference accuracy of the saved reward model on fresh random-policy segments."""
+    cfg = resolve(cfg)
     env = make_vec_env("Pendulum-v1", 4)
     current, _ = env.reset(seed=999)
     rng = np.random.default_rng(1)
@@ -53,7 +54,7 @@ def heldout_accuracy(run_dir, cfg: TrainConfig, pairs: int = 500) -> float:
     env.close()
     obs, act, rew = np.stack(obs_l), np.stack(act_l), np.stack(rew_l)
     L = cfg.segment_length
-    ens = RewardEnsemble.from_config(resolve(cfg), (3,), make_vec_env("Pendulum-v1", 1).action_space)
+    ens = RewardEnsemble.from_config(cfg, (3,), make_vec_env("Pendulum-v1", 1).action_space)
     ens.load_state_dict(torch.load(run_dir / "reward_model.pt", weights_only=False))
     starts = rng.integers(0, len(obs) - L, size=(pairs, 2))
     envs = rng.integers(0, 4, size=(pairs, 2))
