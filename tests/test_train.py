@@ -174,3 +174,12 @@ def test_enduro_smoke_full_recipe(tmp_path):
     assert rows and all(r["labels/answered"] for r in rows)
     info = out["env_info"]
     assert info["frameskip"] == 4 and info["sticky_actions"] == 0.0
+
+
+@pytest.mark.parametrize("env_id,algo", [("Pendulum-v1", "a2c"), ("Hopper-v5", "ppo"), ("HalfCheetah-v5", "a2c")])
+def test_continuous_and_mujoco_envs_run(tmp_path, env_id, algo):
+    out = run_training(tiny(tmp_path / "r", env_id=env_id, algo=algo, total_steps=640, label_budget=8,
+                            pretrain_epochs=1, n_steps=32 if algo == "a2c" else 64))
+    assert out["env_steps"] >= 640 and out["labels"] >= 2
+    rows = metrics_rows(tmp_path / "r")
+    assert rows and rows[-1]["reward/val_accuracy"] != "" or rows[-1]["losses/reward_train"] != ""
