@@ -75,6 +75,41 @@ class Preset:
     pruner: str = "none"
     overrides: dict = field(default_factory=dict)
     """TrainConfig fields the preset sets (``--set`` overrides them)."""
+    teachers: tuple[str, ...] = ()
+    """A teacher axis: scripted teacher specs, one grid cell per teacher (x budget x seed) for every method that
+    uses labels. Empty: every cell uses ``teacher``. ``--teachers`` sets it."""
+
+
+NOISE_TEACHERS: tuple[str, ...] = (
+    "rational",
+    "stoc", "stoc:beta=0.1", "stoc:beta=0.03", "stoc:beta=0.01",
+    "mistake", "mistake:eps_mistake=0.2", "mistake:eps_mistake=0.3",
+    "skip:skip_threshold=-150",
+    "equal",
+    "myopic",
+)
+"""The ``noise`` preset's teachers (oracles.teacher specs), chosen for Pendulum-v1's reward scale.
+
+Pendulum's reward is -(theta^2 + 0.1 theta_dot^2 + 0.001 u^2) per step, in [-16.3, 0]. Measured on
+25-step segments (random policy: median segment return -157, |R1 - R2| of a random pair: median 36,
+5%-95% 3..105; a swing-up-and-balance controller: most segments -1..0, half of all pairs within 1.9):
+
+- ``stoc`` ladder: P(left) = sigmoid(beta (R1 - R2)), so a pair is a coin flip when |R1 - R2| << 1/beta.
+  On random-policy pairs the expected disagreement with the rational teacher is about 1% (beta=1),
+  10% (beta=0.1), 26% (beta=0.03) and 40% (beta=0.01): the range of the ``mistake`` ladder (eps 0.1,
+  0.2, 0.3).
+  beta=10 would be indistinguishable from rational at this scale. (On a balancing policy's near-tied
+  pairs every finite beta is close to a coin: those pairs carry little information anyway.)
+- ``skip``: B-Pref's relative form (skip_eps=0.1) gives skip_threshold = 0.1 x (-0.75 x 25) = -1.875 here:
+  "skip unless one segment is balanced almost perfectly", which skips every query about the untrained
+  policy (all of them on random-policy pairs) -- with negative rewards "10% of a typical segment" is not
+  a low bar but a very high one. We use an absolute threshold instead: skip when both segments are
+  below -150 (about the median random-policy segment: both spent the segment hanging and swinging),
+  about a fifth of random-policy pairs (22% measured), fewer as the agent learns.
+- ``equal``: the relative form is meaningful (|R1 - R2| <= 1.875: ~3% of random-policy pairs, about
+  half of a balancing policy's pairs), so B-Pref's preset is kept.
+- ``myopic``: gamma=0.9 (B-Pref's preset).
+"""
 
 
 PRESETS: dict[str, Preset] = {
@@ -119,6 +154,22 @@ PRESETS: dict[str, Preset] = {
             trials=20,
             pruner="median",
             overrides={"num_envs": 4, "n_steps": 256, "reward_update_every": 2_048, "pretrain_epochs": 50},
+        ),
+        Preset(
+            name="noise",
+            summary="noise robustness: Pendulum-v1, PPO, 500 labels, one cell per scripted teacher (B-Pref presets "
+                    "and noise ladders) + the true-reward baseline",
+            kind="grid",
+            env_id="Pendulum-v1",
+            algo="ppo",
+            teacher="rational",
+            env_steps=61_440,
+            budgets=(500,),
+            methods=("rlhp", "true-reward"),
+            seeds=3,
+            teachers=NOISE_TEACHERS,
+            overrides={"num_envs": 4, "n_steps": 512, "gamma": 0.9, "ent_coef": 0.0, "lr": 1e-3,
+                       "pretrain_epochs": 50, "reward_train_ratio": 1.0},
         ),
     )
 }

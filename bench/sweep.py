@@ -60,16 +60,25 @@ class UsageError(Exception):
 # ================================================================================================
 # Settings: the preset, resized by flags
 # ================================================================================================
+def teacher_slug(spec: str) -> str:
+    """A teacher spec as it appears in cell keys and run directories: ``stoc:beta=0.1`` -> ``stoc_beta=0.1``."""
+    return "".join(ch if ch.isalnum() or ch in "=.+-" else "_" for ch in spec.strip())
+
+
 @dataclass(frozen=True)
 class Cell:
     method: str
     budget: int
     seed: int
+    teacher: str = ""
+    """The cell's teacher spec on a sweep with a teacher axis (--teachers); "" = the sweep's one teacher."""
 
     @property
     def key(self) -> str:
         if not METHODS[self.method].uses_labels:
             return f"{self.method}-s{self.seed}"
+        if self.teacher:
+            return f"{self.method}-{teacher_slug(self.teacher)}-b{self.budget}-s{self.seed}"
         return f"{self.method}-b{self.budget}-s{self.seed}"
 
     @property
@@ -100,6 +109,8 @@ class Settings:
     grace_period: int
     max_artifact_mb: float
     command: str
+    teachers: tuple[str, ...] = ()
+    """Teacher axis (canonical specs): one cell per teacher for label-using methods. Empty: ``teacher`` only."""
 
     @property
     def kind(self) -> str:
@@ -108,7 +119,7 @@ class Settings:
     def fingerprint(self) -> dict:
         """What a finished cell's result depends on. A rerun must match it; budgets/methods/seeds may grow."""
         fp = {"kind": self.kind, "preset": self.preset.name, "env_id": self.env_id, "algo": self.algo,
-              "teacher": self.teacher, "env_steps": self.env_steps,
+              "teacher": TEACHER_AXIS if self.teachers else self.teacher, "env_steps": self.env_steps,
               "overrides": json.loads(json.dumps(self.overrides, sort_keys=True, default=str))}
         if self.kind == "search":
             fp["budget"] = self.budgets[0]
@@ -117,16 +128,22 @@ class Settings:
     def cells(self) -> list[Cell]:
         out: list[Cell] = []
         for method in self.methods:
-            budgets = self.budgets if METHODS[method].uses_labels else (0,)
-            for budget in budgets:
-                for seed in self.seeds:
-                    out.append(Cell(method, budget, seed))
+            uses_labels = METHODS[method].uses_labels
+            budgets = self.budgets if uses_labels else (0,)
+            teachers = self.teachers if (uses_labels and self.teachers) else ("",)
+            for teacher in teachers:
+                for budget in budgets:
+                    for seed in self.seeds:
+                        out.append(Cell(method, budget, seed, teacher))
+        if self.teachers:  # run order = this order: every teacher's seed 0 first, so a partial sweep compares
+            out.sort(key=lambda c: c.seed)  # (stable: teachers and methods keep their order within a seed)
         return out
 
-    def config(self, *, run_key: str, method: str, budget: int, seed: int, searched: dict | None = None) -> TrainConfig:
+    def config(self, *, run_key: str, method: str, budget: int, seed: int, searched: dict | None = None,
+               teacher: str = "") -> TrainConfig:
         """The learner's config for one trial (unresolved: the learner resolves it)."""
         fields = {
-            "env_id": self.env_id, "algo": self.algo, "labeler": self.teacher, "total_steps": self.env_steps,
+            "env_id": self.env_id, "algo": self.algo, "labeler": teacher or self.teacher, "total_steps": self.env_steps,
             "log_every": max(1, self.env_steps // 25), "checkpoint_every": max(1, min(100_000, self.env_steps // 4)),
             **self.overrides,
             **METHODS[method].overrides(budget),
@@ -169,6 +186,9 @@ def _parse_value(name: str, text: str):
     return text
 
 
+TEACHER_AXIS = "per cell (--teachers)"
+"""The fingerprint's teacher on a sweep with a teacher axis (the axis itself may grow, like budgets)."""
+
 SWEEP_OWNED = {"env_id": "--env", "algo": "--algo", "labeler": "--teacher", "total_steps": "--env-steps",
                "seed": "--seeds", "label_budget": "--budgets", "run_dir": "--dir", "progress": None,
                "reward": "--methods"}
@@ -201,21 +221,41 @@ def _int_list(flag: str, text: str) -> tuple[int, ...]:
     return values
 
 
-def _check_teacher(teacher: str, env_id: str, segment_length: int) -> None:
-    """Build the teacher once (oracles.teacher): an unknown preset or knob is a UsageError."""
+def _check_teacher(teacher: str, env_id: str, segment_length: int, flag: str = "--teacher") -> str:
+    """Build the teacher once (oracles.teacher): an unknown preset or knob is a UsageError.
+
+    Returns the teacher's canonical spec (``stoc:beta=0.10`` -> ``stoc:beta=0.1``), or the spec as given
+    when oracles is not importable.
+    """
     if teacher == "human" or teacher.endswith("+human"):
-        raise UsageError(f"--teacher {teacher!r}: a sweep needs a scripted teacher (nobody answers a human "
+        raise UsageError(f"{flag} {teacher!r}: a sweep needs a scripted teacher (nobody answers a human "
                          f"labeler's queries in a sweep); e.g. rational, stoc, mistake, skip, equal, myopic")
     try:
         import numpy as np
 
         from oracles.teacher import teacher_for_env
     except ImportError:
-        return
+        return teacher
     try:
-        teacher_for_env(teacher, np.random.default_rng(0), env_id=env_id, segment_length=segment_length)
+        return teacher_for_env(teacher, np.random.default_rng(0), env_id=env_id, segment_length=segment_length).name
     except ValueError as exc:
-        raise UsageError(f"--teacher {teacher!r}: {exc}") from None
+        raise UsageError(f"{flag} {teacher!r}: {exc}") from None
+
+
+def _teacher_axis(specs: tuple[str, ...], env_id: str, segment_length: int) -> tuple[str, ...]:
+    """Check and canonicalise the --teachers specs; duplicates (after canonicalising) are dropped."""
+    out: list[str] = []
+    slugs: dict[str, str] = {}
+    for spec in specs:
+        canon = _check_teacher(spec, env_id, segment_length, flag="--teachers")
+        if canon in out:
+            continue
+        slug = teacher_slug(canon)
+        if slug in slugs:
+            raise UsageError(f"--teachers: {slugs[slug]!r} and {canon!r} would share the cell name {slug!r}")
+        slugs[slug] = canon
+        out.append(canon)
+    return tuple(out)
 
 
 def _check_env(env_id: str) -> None:
@@ -275,6 +315,18 @@ def settings_from_args(args: argparse.Namespace, argv: list[str]) -> Settings:
                          f"need 1 <= heartbeat interval < grace period")
     storage = args.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
     tracking = args.tracking_uri or f"sqlite:///{sweep_dir / 'mlflow.db'}"
+    if args.teachers is not None:
+        teachers = tuple(t.strip() for item in args.teachers for t in item.split(";") if t.strip())
+        if not teachers:
+            raise UsageError("--teachers: no teacher spec given")
+    else:
+        teachers = preset.teachers
+    if teachers and preset.kind == "search":
+        raise UsageError(f"--teachers applies to grid presets; preset {preset.name!r} searches with one teacher "
+                         f"(--teacher)")
+    if teachers and args.teacher:
+        raise UsageError(f"--teacher {args.teacher!r}: this sweep has a teacher axis ({' '.join(teachers)}); "
+                         f"give the teachers with --teachers")
     return Settings(
         preset=preset, study=study, sweep_dir=sweep_dir, storage=storage, tracking_uri=tracking,
         env_id=args.env or preset.env_id, algo=args.algo or preset.algo, teacher=args.teacher or preset.teacher,
@@ -283,6 +335,7 @@ def settings_from_args(args: argparse.Namespace, argv: list[str]) -> Settings:
         heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
         max_artifact_mb=args.max_artifact_mb,
         command="python -m bench.sweep" + ("" if not argv else " " + shlex.join(argv)),
+        teachers=teachers,
     )
 
 
@@ -299,9 +352,12 @@ def validate(settings: Settings) -> None:
     _check_env(settings.env_id)
     segment = settings.overrides.get("segment_length") or 25
     _check_teacher(settings.teacher, settings.env_id, segment)
+    if settings.teachers:
+        settings.teachers = _teacher_axis(settings.teachers, settings.env_id, segment)
     if settings.kind == "grid":
         for cell in settings.cells():
-            cfg = settings.config(run_key=cell.key, method=cell.method, budget=cell.budget, seed=cell.seed)
+            cfg = settings.config(run_key=cell.key, method=cell.method, budget=cell.budget, seed=cell.seed,
+                                  teacher=cell.teacher)
             try:
                 resolve(cfg)
             except ValueError as exc:
@@ -375,8 +431,12 @@ def enqueue_missing(study: optuna.Study, settings: Settings) -> tuple[int, int]:
                 _requeue(study, failed[-1])
                 requeued += 1
             else:
-                study.enqueue_trial(cell.params, user_attrs={"cell": cell.key, "run_key": cell.key},
-                                    skip_if_exists=True)
+                attrs = {"cell": cell.key, "run_key": cell.key}
+                if cell.teacher:  # not an Optuna parameter: a categorical's choices could not grow
+                    attrs["teacher"] = cell.teacher
+                # skip_if_exists compares params only, which cells of different teachers share (this
+                # check, under the sweep lock, is the one that counts)
+                study.enqueue_trial(cell.params, user_attrs=attrs, skip_if_exists=not cell.teacher)
                 new += 1
     else:
         for t in trials:
@@ -411,7 +471,8 @@ def open_study(settings: Settings, storage, tracker: Tracker) -> tuple[optuna.St
     tags = {"rlhp.role": "sweep", "optuna.study_name": settings.study, "optuna.storage": mask_url(settings.storage),
             "rlhp.command": settings.command, "rlhp.sweep_dir": str(settings.sweep_dir)}
     params = {"preset": settings.preset.name, "kind": settings.kind, "env_id": settings.env_id, "algo": settings.algo,
-              "teacher": settings.teacher, "env_steps": settings.env_steps, "pruner": settings.pruner,
+              "teacher": TEACHER_AXIS if settings.teachers else settings.teacher, "env_steps": settings.env_steps,
+              "pruner": settings.pruner,
               **{f"override.{k}": v for k, v in sorted(settings.overrides.items())}}
     if settings.kind == "search":
         params["budget"] = settings.budgets[0]
@@ -421,7 +482,8 @@ def open_study(settings: Settings, storage, tracker: Tracker) -> tuple[optuna.St
     # the grid may have grown: record its current axes on the run (tags: params are immutable)
     tracker.set_tags(run_id, {"rlhp.budgets": ",".join(map(str, settings.budgets)),
                               "rlhp.methods": ",".join(settings.methods), "rlhp.seeds": len(settings.seeds),
-                              "rlhp.trials": settings.trials})
+                              "rlhp.trials": settings.trials,
+                              **({"rlhp.teachers": " ".join(settings.teachers)} if settings.teachers else {})})
     return study, run_id
 
 
@@ -434,6 +496,8 @@ def write_sweep_json(settings: Settings, study: optuna.Study, tracker: Tracker, 
         "seeds": len(settings.seeds), "trials": settings.trials, "command": study.user_attrs.get("command"),
         "last_command": settings.command,
     }
+    if settings.teachers:
+        info["teachers"] = list(settings.teachers)
     path = settings.sweep_dir / "sweep.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(info, indent=2) + "\n")
@@ -510,7 +574,7 @@ class Objective:
             method = trial.suggest_categorical("method", METHOD_NAMES)
             budget = trial.suggest_int("label_budget", 0, 10**9)
             seed = trial.suggest_int("seed", 0, 10**9)
-            cell = Cell(method, budget, seed).key
+            cell = Cell(method, budget, seed, trial.user_attrs.get("teacher", "")).key
             return cell, method, budget, seed, {}, trial.user_attrs.get("run_key", cell)
         fixed = fixed_search_fields(s)
         frames = s.env_steps * (s.overrides.get("frameskip", 4) if is_atari(s.env_id) else 1)
@@ -535,7 +599,8 @@ class Objective:
         if cell:
             trial.set_user_attr("cell", cell)
         trial.set_user_attr("worker", self.worker)
-        cfg = s.config(run_key=run_key, method=method, budget=budget, seed=seed, searched=searched)
+        teacher = trial.user_attrs.get("teacher", "")
+        cfg = s.config(run_key=run_key, method=method, budget=budget, seed=seed, searched=searched, teacher=teacher)
         resolved = resolve(cfg)
         origin = system_attrs.get("failed_trial")
         label = cell or f"trial-{trial.number:04d}"
@@ -544,6 +609,8 @@ class Objective:
                 "rlhp.worker": self.worker, "rlhp.run_dir": cfg.run_dir}
         if cell:
             tags["rlhp.cell"] = cell
+        if teacher:
+            tags["rlhp.teacher"] = teacher
         if origin is not None:
             tags["optuna.retry_of"] = origin
         params = {**dataclasses.asdict(resolved), "method": method, "sweep.preset": s.preset.name}
@@ -767,7 +834,8 @@ def _epilog() -> str:
         axes = (f"budgets {','.join(map(str, p.budgets))}; methods {','.join(p.methods)}; {p.seeds} seed(s)"
                 if p.kind == "grid" else f"budget {p.budgets[0]}; {p.trials} trials; pruner {p.pruner}")
         lines.append(f"  {p.name:15s} {p.summary}")
-        lines.append(f"  {'':15s} [{p.env_id}, {p.algo}, teacher {p.teacher}, {p.env_steps:,} env steps; {axes}]")
+        teacher = f"teachers {' '.join(p.teachers)}" if p.teachers else f"teacher {p.teacher}"
+        lines.append(f"  {'':15s} [{p.env_id}, {p.algo}, {teacher}, {p.env_steps:,} env steps; {axes}]")
     lines.append("")
     lines.append("methods (--methods):")
     for name, m in METHODS.items():
@@ -801,6 +869,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--env", help="gymnasium env id, e.g. CartPole-v1, Pendulum-v1, ALE/Enduro-v5")
     g.add_argument("--algo", choices=ALGOS, help="RL algorithm")
     g.add_argument("--teacher", help="scripted teacher preset answering the queries (TrainConfig.labeler)")
+    g.add_argument("--teachers", nargs="+", action="extend", metavar="SPEC",
+                   help="a teacher axis (grid presets): one cell per teacher spec for each label-using method, "
+                        "e.g. --teachers rational stoc:beta=0.1 'mistake:eps_mistake=0.2,gamma=0.9' (specs separated "
+                        "by spaces or ';': a spec's own knobs are comma-separated); cells are named "
+                        "METHOD-TEACHER-bBUDGET-sSEED. The noise preset's default: its 10 teachers")
     g.add_argument("--env-steps", type=int, help="agent steps per trial (frames = 4x on Atari)")
     g.add_argument("--budgets", help="label budgets, comma-separated (grid: one cell each; search: one value)")
     g.add_argument("--methods", help=f"comma-separated: {', '.join(METHOD_NAMES)}")
@@ -827,17 +900,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def print_plan(settings: Settings) -> None:
     """What a sweep would run: one line per grid cell (or the search's fixed settings)."""
+    teacher = f"teachers {' '.join(settings.teachers)}" if settings.teachers else f"teacher {settings.teacher}"
     print(f"Sweep {settings.study!r} ({settings.preset.name}, {settings.kind}): {settings.env_id}, {settings.algo}, "
-          f"teacher {settings.teacher}, {settings.env_steps:,} env steps per trial; results in {settings.sweep_dir}")
+          f"{teacher}, {settings.env_steps:,} env steps per trial; results in {settings.sweep_dir}")
     if settings.kind == "grid":
         cells = settings.cells()
         print(f"{len(cells)} cells:")
         for cell in cells:
-            c = resolve(settings.config(run_key=cell.key, method=cell.method, budget=cell.budget, seed=cell.seed))
+            c = resolve(settings.config(run_key=cell.key, method=cell.method, budget=cell.budget, seed=cell.seed,
+                                        teacher=cell.teacher))
             what = "no labels" if c.reward == "true" else (
                 f"{c.label_budget} labels, {c.initial_labels} up front, {c.query_selection} queries, "
                 f"ensemble {c.ensemble_size}")
-            print(f"  {cell.key:28s} {what}")
+            print(f"  {cell.key:28s} {what}" + (f", teacher {c.labeler}" if cell.teacher else ""))
     else:
         c = resolve(settings.config(run_key="plan", method="rlhp", budget=settings.budgets[0], seed=0))
         fixed = fixed_search_fields(settings)
@@ -882,11 +957,14 @@ def _print_summary(study: optuna.Study, settings: Settings, ran: dict, status: s
     elif settings.kind == "grid":
         rows: dict[tuple, list[float]] = {}
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            rows.setdefault((t.params.get("method"), t.params.get("label_budget")), []).append(t.value)
-        for (method, budget), values in sorted(rows.items(), key=lambda kv: (str(kv[0][0]), kv[0][1] or 0)):
+            rows.setdefault((t.params.get("method"), t.params.get("label_budget"), t.user_attrs.get("teacher", "")),
+                            []).append(t.value)
+        for (method, budget, teacher), values in sorted(rows.items(),
+                                                        key=lambda kv: (str(kv[0][0]), kv[0][1] or 0, kv[0][2])):
             b = "-" if not budget else f"{budget}"
             mean = sum(values) / len(values)
-            print(f"  {method:18s} budget {b:>6s}: mean return {mean:9.2f} over {len(values)} seed(s)")
+            who = f" teacher {teacher:26s}" if teacher else ""
+            print(f"  {method:18s}{who} budget {b:>6s}: mean return {mean:9.2f} over {len(values)} seed(s)")
     d = settings.sweep_dir
     print()
     print(f"Results:      {d}")

@@ -142,3 +142,90 @@ def test_the_command_line(grid, tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (out / "README.md").is_file()
+
+
+# -- a teacher axis: the noise-robustness report ----------------------------------------------------------------
+NOISE_TEACHERS = ["rational", "stoc:beta=0.1", "mistake:eps_mistake=0.2", "skip:skip_threshold=-150"]
+
+
+def _pendulum_store(path: Path) -> None:
+    """A real label store: 5 queries whose left segment is clearly better; answers left, left, right, equal,
+    incomparable (so 1 of 3 left/right answers disagrees with the rational teacher)."""
+    from rlhp_core.label_store import LabelStore
+    from rlhp_core.segments import Query, Segment
+
+    def seg(reward: float) -> Segment:
+        return Segment(obs=np.zeros((25, 3), np.float32), actions=np.zeros((25, 1), np.float32),
+                       true_rewards=np.full(25, reward, np.float32), episode_ends=np.zeros(25, bool))
+
+    path.unlink()  # the fake learner's stand-in
+    store = LabelStore(path, env_id="Pendulum-v1", obs_shape=(3,))
+    store.add_queries([Query(f"q{i}", seg(-1.0), seg(-10.0)) for i in range(5)])
+    for i, a in enumerate(("left", "left", "right", "equal", "incomparable")):
+        store.add_answer(f"q{i}", a, labeler="test")
+    store.close()
+
+
+def test_teacher_family_names_the_knob_that_departs_from_rational():
+    from bench.report import teacher_family
+
+    env = "Pendulum-v1"
+    assert teacher_family("rational", env)[0] == "rational"
+    assert teacher_family("stoc:beta=0.1", env) == ("stoc", 0.1)
+    assert teacher_family("mistake", env) == ("mistake", 0.1)
+    assert teacher_family("myopic", env) == ("myopic", 0.9)
+    assert teacher_family("skip", env) == ("skip", pytest.approx(0.1 * -0.75 * 25))  # B-Pref's relative form
+    assert teacher_family("equal", env) == ("equal", pytest.approx(0.1 * 0.75 * 25))
+    assert teacher_family("mistake:eps_mistake=0.2,gamma=0.9", env)[0] == "combined"
+    assert teacher_family("nonsense", env)[0] == "?"
+
+
+def test_noise_sweep_report_per_teacher_with_label_statistics(tmp_path, capsys):
+    from bench.report import main as report
+    from bench.sweep import main as sweep
+
+    d = tmp_path / "sweep"
+    argv = ["--preset", "noise", "--dir", str(d), "--env-steps", "400", "--set", "log_every=100", "--seeds", "2",
+            "--teachers", *NOISE_TEACHERS]
+    assert sweep(argv, train_fn=H.load_fake(tmp_path), progress=False) == 0
+    assert sorted(p.name for p in (d / "trials").iterdir()) == sorted(
+        [f"rlhp-{k}-b500-s{s}" for k in ("rational", "stoc_beta=0.1", "mistake_eps_mistake=0.2",
+                                          "skip_skip_threshold=-150") for s in (0, 1)]
+        + ["true-reward-s0", "true-reward-s1"])
+    _pendulum_store(d / "trials" / "rlhp-mistake_eps_mistake=0.2-b500-s0" / "labels.sqlite")
+
+    out = tmp_path / "results" / "noise"
+    assert report([str(d), "--out", str(out)]) == 0
+    capsys.readouterr()
+    for name in ("results.csv", "results.md", "trials.csv", "return_vs_noise.png", "final_returns.png",
+                 "return_by_teacher.png", "README.md"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+
+    table = pd.read_csv(out / "results.csv")
+    assert list(table["teacher"]) == ["true reward", "rational", "mistake:eps_mistake=0.2", "stoc:beta=0.1",
+                                      "skip:skip_threshold=-150"]
+    assert list(table["family"]) == ["true reward", "rational", "mistake", "stoc", "skip"]
+    assert list(table["level"].fillna(-1)) == [-1, -1, 0.2, 0.1, -150]
+    by = table.set_index("teacher")
+    assert by.loc["true reward", "n"] == 2 and by.loc["true reward", "mean"] == pytest.approx(100.5)  # fake: 100 + seed
+    assert by.loc["rational", "mean"] == pytest.approx(105.5) and by.loc["rational", "labels_used"] == 500
+    assert by.loc["rational", "mean_ci_low"] <= 105.5 <= by.loc["rational", "mean_ci_high"]
+    # the fake learner's stores hold 3 'left' answers and no queries; seed 0 of mistake holds the real store:
+    assert by.loc["rational", "frac_equal"] == 0 and math.isnan(by.loc["rational", "label_error"])
+    assert by.loc["mistake:eps_mistake=0.2", "frac_equal"] == pytest.approx((0.2 + 0) / 2)
+    assert by.loc["mistake:eps_mistake=0.2", "frac_incomparable"] == pytest.approx(0.1)
+    assert by.loc["mistake:eps_mistake=0.2", "label_error"] == pytest.approx(1 / 3)  # the only seed with a value
+    assert math.isnan(by.loc["true reward", "frac_equal"])
+
+    md = (out / "results.md").read_text()
+    assert "| teacher | family | noise level |" in md and "label error vs rational" in md
+    assert "eps_mistake=0.2" in md and "beta=0.1" in md and "33%" in md
+    readme = (out / "README.md").read_text()
+    assert "![Final return vs noise level](return_vs_noise.png)" in readme
+    assert "`skip:skip_threshold=-150`: skip_threshold=-150" in readme
+    assert "## Interpretation" in readme and "interpretation.md" in readme
+    assert "python -m bench.sweep --preset noise" in readme
+
+    (out / "interpretation.md").write_text("Noise costs this much.\n")
+    assert report([str(d), "--out", str(out)]) == 0
+    assert "## Interpretation\n\nNoise costs this much." in (out / "README.md").read_text()

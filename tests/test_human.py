@@ -84,7 +84,7 @@ def store(run_dir: Path) -> LabelStore:
 
 @pytest.fixture
 def labeler(store: LabelStore):
-    lab = HumanLabeler(store, env_id=ENV, label_budget=20, announce=False)
+    lab = HumanLabeler(store, env_id=ENV, label_budget=20, announce=False, linger_s=0)
     yield lab
     lab.close()
 
@@ -296,7 +296,7 @@ def test_export_csv_and_state(labeler, store, run_dir):
     assert [json.loads(r["labeler_params"])["name"] for r in rows] == ["tester", "tester"]
     assert all(float(r["shown_at"]) < float(r["answered_at"]) for r in rows)
     status, state = api(base, "/api/state")
-    assert state["status"] is None and state["label_budget"] == 20
+    assert state["status"] is None and state["label_budget"] == 20 and state["closing"] is False
     assert state["labels"]["answered"] == 1 and state["labels"]["pending_for_people"] == 1
     assert state["task"] == "Pass as many cars as you can, and don't get passed." and state["fps"] == 15
     written = write_status(run_dir / "status.json", phase="pretraining reward model")
@@ -606,7 +606,7 @@ def test_browser_saved_only_after_the_200_and_retries_are_idempotent(page, label
 @pytest.mark.browser
 def test_browser_server_restart_loses_nothing(page, store, run_dir):
     store.add_queries(make_queries(3), route="human")
-    lab = HumanLabeler(store, env_id=ENV, announce=False)
+    lab = HumanLabeler(store, env_id=ENV, announce=False, linger_s=0)  # a crash, not the end of the run
     port = lab.server.port
     page.goto(lab.url)
     wait_until(lambda: labeling(page), what="the first pair")
@@ -615,7 +615,7 @@ def test_browser_server_restart_loses_nothing(page, store, run_dir):
     lab.close()  # the server goes away with the page open
     page.keyboard.press("ArrowRight")
     wait_until(lambda: "Not saved yet" in page.inner_text("#toast"), what="the page to notice")
-    lab = HumanLabeler(LabelStore(run_dir / "labels.sqlite"), env_id=ENV, port=port, announce=False)
+    lab = HumanLabeler(LabelStore(run_dir / "labels.sqlite"), env_id=ENV, port=port, announce=False, linger_s=0)
     try:
         wait_until(lambda: shown_id(page) == "q2", timeout=15, what="the retry to reach the new server")
         assert answers_of(LabelStore(run_dir / "labels.sqlite")) == [("q0", "left"), ("q1", "right")]
@@ -654,6 +654,44 @@ def test_browser_empty_state_then_pairs_arrive(page, labeler, store, run_dir):
     wait_until(lambda: answers_of(store) == [("q0", "left")], what="the answer")
     write_status(run_dir / "status.json", phase="finished")
     wait_until(lambda: "finished" in page.inner_text("#empty-title"), what="the finished state")
+
+
+@pytest.mark.browser
+def test_browser_run_end_is_announced(page, store, run_dir):
+    """The learner closes its labeler when the run ends: an open page is told before the server
+    goes, and says the run finished (or stopped), not "can't reach the labeling server"."""
+    store.add_queries(make_queries(3), route="human")
+    write_status(run_dir / "status.json", phase="training")
+    lab = HumanLabeler(store, env_id=ENV, announce=False)  # lingers up to 3 s for an open page
+    page.goto(lab.url)
+    wait_until(lambda: labeling(page), what="the first pair")
+    page.keyboard.press("ArrowLeft")
+    wait_until(lambda: shown_id(page) == "q1", what="the first answer")
+    write_status(run_dir / "status.json", phase="finished")
+    t = time.time()
+    lab.close()
+    assert time.time() - t < 3.5
+    title = lambda: page.inner_text("#empty-title")  # noqa: E731
+    wait_until(lambda: not labeling(page) and "The run has finished" in title(), what="the finished message")
+    page.wait_for_timeout(2500)  # the server is gone: the page keeps saying the run finished
+    assert "The run has finished" in title() and not labeling(page)
+    assert page.is_disabled("#undo") and page.is_disabled("button[data-answer=left]")
+    assert answers_of(store) == [("q0", "left")] and store.pending_query_ids() == ["q1", "q2"]
+    # stopped early (Ctrl-C, should_stop): the page says so, and how to go on
+    write_status(run_dir / "status.json", phase="training")
+    store.add_queries(make_queries(1, prefix="r"), route="human")  # q1, q2 stay leased to the old tab (90 s)
+    lab = HumanLabeler(store, env_id=ENV, announce=False)
+    page.goto(lab.url)
+    wait_until(lambda: shown_id(page) == "r0", what="a pair on the second server")
+    lab.close()
+    wait_until(lambda: "The run has stopped" in title(), what="the stopped message")
+    assert "rerun the same command" in page.inner_text("#empty-detail")
+    # with no page open, close() does not wait
+    lab = HumanLabeler(store, env_id=ENV, announce=False)
+    t = time.time()
+    lab.close()
+    assert time.time() - t < 0.5
+    assert not page.errors, page.errors
 
 
 @pytest.mark.browser

@@ -37,6 +37,9 @@ class HumanLabeler:
     clip_dir: where encoded clips are cached (default: ``clips/`` next to the store).
     fps: playback rate at speed 1x (default: the env's real-time rate, 15 steps/s on Atari).
     announce: print the URL to stderr once the page is up (the training CLI prints ``url`` itself).
+    linger_s: on :meth:`close` (the learner closes its labeler when the run ends), an open page
+        is told the run has ended before the server goes: serving goes on until its next poll
+        (every 2 s), at most this long. 0 closes at once.
     """
 
     name = "human"
@@ -44,11 +47,13 @@ class HumanLabeler:
 
     def __init__(self, store: LabelStore, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  env_id: str, label_budget: int | None = None, status_path: Path | None = None,
-                 clip_dir: Path | None = None, fps: float | None = None, announce: bool = False):
+                 clip_dir: Path | None = None, fps: float | None = None, announce: bool = False,
+                 linger_s: float = 3.0):
         self.server: LabelServer = serve(store, host=host, port=port, token=token, env_id=env_id,
                                          label_budget=label_budget, status_path=status_path, clip_dir=clip_dir,
                                          route=ROUTE, fps=fps)
         self.url = self.server.url
+        self.linger_s = linger_s
         if announce:
             print(f"[rlhp] Label clips in your browser: {self.url}", file=sys.stderr, flush=True)
 
@@ -56,7 +61,7 @@ class HumanLabeler:
         store.add_queries(queries, env_step=env_step, route=ROUTE, keep_frames=True)
 
     def close(self) -> None:
-        self.server.close()
+        self.server.close(linger_s=self.linger_s)
 
     def __enter__(self) -> "HumanLabeler":
         return self

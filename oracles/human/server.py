@@ -3,7 +3,8 @@
 Endpoints (JSON unless noted; every POST needs ``Content-Type: application/json``):
 
   GET  /                          the labeling page (static/index.html; static/app.js, static/style.css)
-  GET  /api/state                 env, task line, label counts, budget, the run's status.json
+  GET  /api/state                 env, task line, label counts, budget, the run's status.json,
+                                  "closing" (the run ended: the server is about to stop)
   POST /api/lease                 {client, have: [ids]} -> the next pair leased to this tab, or null
   POST /api/renew                 {client, ids} keep the pairs a tab holds leased while it shows them
   POST /api/answer                {query_id, answer, submission_id, labeler, client, shown_at,
@@ -56,6 +57,8 @@ STATIC_TYPES = {
 MAX_BODY = 64 * 1024
 LEASE_TTL_S = 90.0
 """A tab renews the leases of the pairs it holds every 20 s; a closed tab's pairs free up after this."""
+WATCHED_S = 6.0
+"""A page polls /api/state every 2 s: one that polled this recently is open (see ``close(linger_s)``)."""
 
 _CLIENT_RE = re.compile(r"[A-Za-z0-9_-]{4,64}")
 _SUBMISSION_RE = re.compile(r"[A-Za-z0-9_-]{8,100}")
@@ -156,6 +159,9 @@ class LabelServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name=f"rlhp-label-server:{self.port}", daemon=True)
         self._closed = False
+        self.closing = False
+        self._last_poll = 0.0  # time.monotonic() of the last /api/state
+        self._told_closing = 0  # replies that carried "closing": true
         self._thread.start()
 
     # -- addresses -------------------------------------------------------------------------
@@ -178,14 +184,27 @@ class LabelServer:
         """The page's address from this machine."""
         return self._url("[::1]" if self.host in ("::1", "[::1]") else "127.0.0.1")
 
-    def close(self) -> None:
-        """Stop serving and release the port (idempotent). Answers already returned are in the store."""
+    def close(self, linger_s: float = 0.0) -> None:
+        """Stop serving and release the port (idempotent). Answers already returned are in the store.
+
+        linger_s: > 0 announces the end: replies say ``"closing": true``, and when a page is open
+        (it polled in the last few seconds) serving goes on until it has been told (its next
+        poll, every 2 s), at most this long; the page then says the run has ended instead of
+        "can't reach the labeling server". 0 stops at once and tells nobody, as a crash would.
+        """
         if self._closed:
             return
         self._closed = True
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join(timeout=5)
+        self.closing = linger_s > 0  # 0: go at once, untold, as a crash would (pages retry)
+        try:
+            if self.closing and time.monotonic() - self._last_poll < WATCHED_S:
+                deadline = time.monotonic() + linger_s
+                while not self._told_closing and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        finally:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self._thread.join(timeout=5)
 
     def serve_until_interrupted(self) -> None:
         try:
@@ -240,6 +259,7 @@ class LabelServer:
             "status_age_s": round(now - updated, 1) if isinstance(updated, (int, float)) else None,
             "server_time": now,
             "token_required": self.token is not None,
+            "closing": self.closing,
         }
 
     def query_payload(self, query_id: str) -> dict:
@@ -475,7 +495,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._static(seg[1], extra)
         elif seg == ["api", "state"]:
             self._need(method, "GET")
-            self._json(200, app.state(), extra)
+            app._last_poll = time.monotonic()
+            self._reply_state(app.state(), extra)
         elif seg == ["api", "export.csv"]:
             self._need(method, "GET")
             stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -496,9 +517,17 @@ class _Handler(BaseHTTPRequestHandler):
         elif seg[:1] == ["api"] and len(seg) == 2 and seg[1] in ("lease", "renew", "answer", "undo"):
             self._need(method, "POST")
             handler = getattr(app, seg[1])
-            self._json(200, handler(self._body()), extra)
+            res = handler(self._body())
+            self._reply_state(res, extra)
         else:
             raise RequestError(404, f"no such page or endpoint: {_short('/' + '/'.join(seg))}")
+
+    def _reply_state(self, res: dict, extra: dict) -> None:
+        """Send a reply; count it when it told the page the server is closing (see close())."""
+        self._json(200, res, extra)
+        state = res.get("state", res)
+        if isinstance(state, dict) and state.get("closing"):
+            self.app._told_closing += 1
 
     def _need(self, method: str, allowed: str) -> None:
         if method != allowed:

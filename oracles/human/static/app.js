@@ -59,6 +59,7 @@ const S = {
   playT: 0,
   lastNow: null,
   offline: false,
+  ended: false,     // the run closed this server (it said "closing"): no more pairs from it
 };
 
 // The token arrives once in the URL (?token=...): keep it for this tab, drop it from the address bar.
@@ -225,7 +226,7 @@ function tick(now) {
 
 // -- getting pairs -------------------------------------------------------------------------
 async function fill() {
-  if (S.filling) return;
+  if (S.filling || S.ended) return;
   S.filling = true;
   try {
     while ((S.cur ? 1 : 0) + S.queue.length < 2) {
@@ -250,7 +251,7 @@ async function fill() {
 }
 
 function advance() {
-  show(S.queue.shift() || null);
+  show(S.ended ? null : S.queue.shift() || null);
   fill();
 }
 
@@ -308,7 +309,7 @@ function pressButton(kind, on) {
 }
 
 async function undo() {
-  if (S.saving || S.undoing) return;
+  if (S.saving || S.undoing || S.ended) return;
   const last = S.undo[S.undo.length - 1];
   if (!last) { toast("Nothing to undo", "warn"); return; }
   S.undoing = true;
@@ -385,6 +386,13 @@ function updateState(st) {
   S.state = st;
   S.fps = st.fps || 15;
   S.authFailed = null;
+  // The run is over and its server about to stop: pairs on screen can no longer be answered.
+  // Sticky while the server is unreachable; a server that answers again (a resumed run) clears it.
+  S.ended = !!st.closing;
+  if (S.ended) {
+    S.queue = [];
+    if (S.cur && !S.saving) show(null);
+  }
 }
 
 function clearServerError() {
@@ -398,6 +406,11 @@ function emptyMessage() {
   const L = st.labels, s = st.status || {}, budget = st.label_budget;
   const stale = st.status_age_s !== null && st.status_age_s > 60 && s.phase !== "finished"
     ? ` (The run last reported ${ago(st.status_age_s)}: is it still going?)` : "";
+  const saved = "Every answer this page showed as saved is in the run's label store.";
+  if (s.phase === "finished" && (S.ended || S.offline))
+    return ["The run has finished. Thank you!", `${saved} The labeling server has stopped with it.`];
+  if (S.ended)
+    return ["The run has stopped", `${saved} The labeling server has stopped with it; rerun the same command to resume, then open the address it prints.`];
   if (S.offline) return ["Can't reach the labeling server", "Retrying… no answer is lost: saved ones are in the store."];
   if (S.serverError) return ["The server could not prepare the next pair", S.serverError + " (retrying)"];
   if (s.phase === "finished") return ["The run has finished. Thank you!", "Every answer is saved. Export the labels with the button at the top."];
@@ -427,7 +440,7 @@ function render() {
     $("frame").textContent = "";
   }
   for (const b of document.querySelectorAll("button[data-answer]")) b.disabled = !labeling || S.saving || S.undoing;
-  $("undo").disabled = !S.undo.length || S.saving || S.undoing;
+  $("undo").disabled = !S.undo.length || S.saving || S.undoing || S.ended;
   $("pause-label").textContent = S.paused ? "Play" : "Pause";
   $("speed").value = String(S.speedIndex);
   $("speed-out").textContent = `${SPEEDS[S.speedIndex]}×`;
