@@ -127,6 +127,22 @@ class _EpisodeStats:
         return {"charts/episodic_return": float(np.mean(rets)), "charts/episodic_length": float(np.mean(lens))}
 
 
+class _StateIds:
+    """Stands in for the SegmentBuffer inside ``select_pairs``: the same window draws, but a
+    gathered window is the ids of its states (row * num_envs + env) rather than their frames,
+    for :meth:`Learner._member_probs_by_state`."""
+
+    def __init__(self, buffer: SegmentBuffer):
+        self.buffer = buffer
+
+    def sample_starts(self, count: int, length: int, rng: np.random.Generator, newer_than: int = 0):
+        return self.buffer.sample_starts(count, length, rng, newer_than)
+
+    def gather(self, envs: np.ndarray, starts: np.ndarray, length: int, field: str) -> np.ndarray:
+        rows = (starts[:, None] + np.arange(length)[None, :]) % self.buffer.capacity
+        return rows * self.buffer.num_envs + envs[:, None]
+
+
 class Learner:
     def __init__(self, cfg: TrainConfig, *, labeler: Labeler | None = None,
                  on_metrics: Callable[[int, dict[str, float]], None] | None = None,
@@ -339,8 +355,11 @@ class Learner:
         L = self.cfg.segment_length
         if count <= 0 or not self.buffer.can_sample(L):
             return 0
-        probs = self.ensemble.member_probs if mode == "disagreement" else None
-        pairs = select_pairs(self.buffer, count, L, self.rng, mode=mode, factor=self.cfg.candidate_factor,
+        # Disagreement: candidates come back as state ids, so r̂ runs once per distinct state
+        # (the same draws, pairs and probabilities as select_pairs on the buffer itself).
+        source, probs = (_StateIds(self.buffer), self._member_probs_by_state) if mode == "disagreement" \
+            else (self.buffer, None)
+        pairs = select_pairs(source, count, L, self.rng, mode=mode, factor=self.cfg.candidate_factor,
                              member_probs=probs, newer_than=newer_than)
         queries = []
         for le, ls, re_, rs in pairs:
@@ -350,6 +369,21 @@ class Learner:
             self.in_memory[qid] = (left.obs, left.actions, right.obs, right.actions)
         self.labeler.post(self.store, queries, self.env_steps)
         return len(queries)
+
+    def _member_probs_by_state(self, left_ids, _left_act, right_ids, _right_act) -> np.ndarray:
+        """RewardEnsemble.member_probs for candidate windows given as state ids (see _StateIds).
+
+        Candidate windows overlap heavily (10 candidate pairs per query, drawn from the last
+        ``capacity`` steps of N envs), so the ensemble is run once per distinct state instead of
+        once per window step; the per-member window sums and P(left > right) are then what
+        ``member_probs`` computes on the gathered frames (sigmoid via tanh, no noise term).
+        """
+        ids = np.concatenate([left_ids.reshape(-1), right_ids.reshape(-1)])
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        rows, envs = np.divmod(uniq, self.buffer.num_envs)
+        raw = self.ensemble.raw_rewards(self.buffer.obs[rows, envs], self.buffer.actions[rows, envs])  # (M, U)
+        rets = raw[:, inverse.reshape(-1)].reshape(raw.shape[0], 2, *left_ids.shape).sum(axis=3)
+        return 0.5 * (1.0 + np.tanh(0.5 * (rets[:, 0] - rets[:, 1])))
 
     def _ingest_answers(self) -> None:
         """Add every new live answer to the dataset; drop those retracted (a person's undo)."""

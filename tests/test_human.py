@@ -480,7 +480,7 @@ def page(browser):
     ctx.close()
 
 
-def wait_until(fn, timeout: float = 10.0, what: str = "condition"):
+def wait_until(fn, timeout: float = 30.0, what: str = "condition"):
     deadline = time.time() + timeout
     while True:
         value = fn()

@@ -1,0 +1,333 @@
+"""Speed of the whole learner loop on Enduro next to the raw emulator, measured in the same run.
+
+The loop is the full recipe: A2C, 16 envs, a 3-member ensemble predicting r̂ for every step,
+the rational scripted labeler answering queries chosen by ensemble disagreement on the
+label schedule, and the reward model refitted every ``reward_update_every`` steps on
+``reward_train_ratio`` comparisons per agent step. Only the initial batch is shrunk (a few
+dozen labels, one pretraining epoch) so that the timed part starts within seconds; the label
+schedule keeps the default budget (5,500) and horizon (1M steps), so the number of queries
+per refit is what a real run asks for early on. Only the training phase is timed.
+
+    OMP_NUM_THREADS=1 python -m pytest tests/test_bench_loop.py --benchmark-enable -s
+
+Under the project's default ``--benchmark-disable`` the test times one reward refit
+(~1,000 agent steps) as a smoke test (~20-30 s on 2 shared cores); with
+``--benchmark-enable`` 4,000 steps (RLHP_BENCH_LOOP_STEPS overrides). ``extra_info`` holds the
+raw emulator's steps/s (measured before and after the loop, in the same process), the
+loop's steps/s, their ratio, CPU microseconds per agent step of both (steadier when other
+processes share the cores) and where the loop's time went (exclusive wall seconds per part).
+
+The same measurement from the command line (used for results/speed/):
+
+    OMP_NUM_THREADS=1 python tests/test_bench_loop.py --steps 20000 --ratio 0.1 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+if __name__ == "__main__":  # run as a script from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rlhp_core.config import TrainConfig  # noqa: E402
+from rlhp_core.envs import _default_threads  # noqa: E402
+from rlhp_core.train import Learner  # noqa: E402
+
+ENDURO = "ALE/Enduro-v5"
+NUM_ENVS = 16
+
+PARTS = (
+    "env step", "policy act", "A2C update", "reward inference (rollout r̂)", "segment buffer add",
+    "query selection", "labeler + label-store write", "label-store read (ingest)", "reward training steps",
+    "reward eval (L2 rule)", "normalisation update", "reward-quality metric", "status + metrics rows",
+)
+"""Where the loop's time goes (exclusive: a part's time excludes the parts called inside it)."""
+
+
+# -- the raw emulator ---------------------------------------------------------------------
+def raw_emulator_speed(steps: int = 100, seconds: float | None = None) -> dict[str, float]:
+    """ale-py's AtariVectorEnv alone (its own gray 84x84 stack-4 preprocessing), 16 envs,
+    random actions, the thread count make_vec_env uses. ``steps`` vector steps, or as many as
+    fit in ``seconds``."""
+    from ale_py.vector_env import AtariVectorEnv
+    from gymnasium.vector import AutoresetMode
+
+    env = AtariVectorEnv("enduro", NUM_ENVS, num_threads=_default_threads(NUM_ENVS),
+                         autoreset_mode=AutoresetMode.SAME_STEP, reward_clipping=False, use_fire_reset=False,
+                         repeat_action_probability=0.0)
+    try:
+        env.reset()  # unseeded: a seeded reset reloads every ROM
+        rng = np.random.default_rng(0)
+        for _ in range(10):  # warm-up
+            env.step(rng.integers(0, 9, NUM_ENVS))
+        t0, c0, n = time.perf_counter(), time.process_time(), 0
+        while n < steps if seconds is None else time.perf_counter() - t0 < seconds:
+            env.step(rng.integers(0, 9, NUM_ENVS))
+            n += 1
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        env.close()
+    return {"steps_per_s": n * NUM_ENVS / wall, "cpu_us_per_step": cpu / (n * NUM_ENVS) * 1e6}
+
+
+# -- timing the learner's parts -------------------------------------------------------------
+class _PartTimer:
+    """Exclusive wall and CPU time per part: a wrapped call's time minus its wrapped callees'."""
+
+    def __init__(self):
+        self.wall: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self.on = False
+        self._stack: list[list] = []  # [part, child wall, child cpu]
+
+    def wrap(self, obj, attr: str, part: str, absorb: bool = False) -> None:
+        """Time ``obj.attr`` (patched on the instance) as ``part``; ``absorb``: when called
+        inside another timed part, count it to that part (e.g. r̂ inside query selection)."""
+        fn = getattr(obj, attr)
+
+        def timed(*a, **kw):
+            if not self.on or (absorb and self._stack):
+                return fn(*a, **kw)
+            self._stack.append([part, 0.0, 0.0])
+            w0, c0 = time.perf_counter(), time.process_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                dw, dc = time.perf_counter() - w0, time.process_time() - c0
+                _, cw, cc = self._stack.pop()
+                self.wall[part] += dw - cw
+                self.cpu[part] += dc - cc
+                self.calls[part] += 1
+                if self._stack:
+                    self._stack[-1][1] += dw
+                    self._stack[-1][2] += dc
+
+        setattr(obj, attr, timed)
+
+
+def bench_config(run_dir, ratio: float | None = None, **overrides) -> TrainConfig:
+    kw = dict(env_id=ENDURO, algo="a2c", num_envs=NUM_ENVS, ensemble_size=3, labeler="rational",
+              query_selection="disagreement", initial_labels=64, pretrain_epochs=1, run_dir=str(run_dir),
+              progress=False, checkpoint_every=10**9, device="cpu", seed=0)
+    if ratio is not None:
+        kw["reward_train_ratio"] = ratio
+    kw.update(overrides)
+    return TrainConfig(**kw)
+
+
+def _unpatched_post_queries(learner):
+    import rlhp_core.train as train_mod
+
+    post = learner._post_queries
+
+    def post_queries(*a, **kw):
+        saved = train_mod._StateIds
+        train_mod._StateIds = lambda buffer: buffer  # noqa: E731
+        try:
+            return post(*a, **kw)
+        finally:
+            train_mod._StateIds = saved
+
+    return post_queries
+
+
+def loop_speed(cfg: TrainConfig, steps: int, parts: bool = True, frame_per_window_queries: bool = False) -> dict:
+    """Run the learner until ``steps`` agent steps of the training phase are done; time that phase."""
+    state: dict = {}
+
+    def stop() -> bool:
+        return "t0" in state and learner.env_steps - state["start"] >= steps
+
+    learner = Learner(cfg, should_stop=stop)
+    if frame_per_window_queries and learner.prefs:
+        # before/after: the query selection the learner had before per-state r̂ (train._StateIds)
+        learner._member_probs_by_state = learner.ensemble.member_probs
+        learner._post_queries = _unpatched_post_queries(learner)
+    timer = _PartTimer()
+    if parts:
+        L = learner
+        timer.wrap(L.env, "step", "env step")
+        timer.wrap(L.algo, "act", "policy act")
+        timer.wrap(L.algo, "update", "A2C update")
+        timer.wrap(L.buffer, "add", "segment buffer add")
+        if L.prefs:
+            timer.wrap(L.ensemble, "predict", "reward inference (rollout r̂)", absorb=True)
+            timer.wrap(L, "_post_queries", "query selection")
+            timer.wrap(L.labeler, "post", "labeler + label-store write")
+            timer.wrap(L, "_ingest_answers", "label-store read (ingest)")
+            timer.wrap(L.ensemble, "train", "reward training steps")
+            timer.wrap(L.ensemble, "evaluate", "reward eval (L2 rule)")
+            timer.wrap(L, "_update_normalization", "normalisation update")
+            timer.wrap(L, "_reward_quality", "reward-quality metric")
+        timer.wrap(L, "_write_status", "status + metrics rows")
+        timer.wrap(L, "_log", "status + metrics rows")
+    initial = learner._initial_phase
+
+    def timed_initial(obs, frames):
+        out = initial(obs, frames)
+        state["start"] = learner.env_steps
+        state["t0"], state["c0"] = time.perf_counter(), time.process_time()
+        timer.on = True
+        return out
+
+    learner._initial_phase = timed_initial
+    if not learner.prefs:  # no initial phase: time from the first step
+        state["start"], state["t0"], state["c0"] = 0, time.perf_counter(), time.process_time()
+        timer.on = True
+    try:
+        summary = learner.run()
+        wall, cpu = time.perf_counter() - state["t0"], time.process_time() - state["c0"]
+        n = learner.env_steps - state["start"]
+        fits = learner.ensemble.train_steps if learner.prefs else 0
+        out = {
+            "steps": n, "wall_s": wall, "steps_per_s": n / wall, "cpu_us_per_step": cpu / n * 1e6,
+            "labels": summary["labels"], "reward_train_steps": fits,
+            "reward_train_ratio": cfg.reward_train_ratio if learner.prefs else 0.0,
+        }
+        if parts:
+            known = {p: timer.wall.get(p, 0.0) for p in PARTS}
+            known["other (loop body)"] = max(0.0, wall - sum(known.values()))
+            out["parts_wall_s"] = known
+            out["parts_cpu_s"] = {p: timer.cpu.get(p, 0.0) for p in PARTS}
+            out["parts_calls"] = {p: timer.calls.get(p, 0) for p in PARTS}
+        return out
+    finally:
+        learner.close()
+
+
+def measure(steps: int, ratio: float | None = None, raw_seconds: float = 3.0, frame_per_window_queries: bool = False,
+            **overrides) -> dict:
+    """Raw emulator, then the loop, then the raw emulator again: one process, one run."""
+    with tempfile.TemporaryDirectory() as d:
+        before = raw_emulator_speed(seconds=raw_seconds)
+        loop = loop_speed(bench_config(Path(d) / "run", ratio, **overrides), steps,
+                          frame_per_window_queries=frame_per_window_queries)
+        after = raw_emulator_speed(seconds=raw_seconds)
+    raw_sps = (before["steps_per_s"] + after["steps_per_s"]) / 2
+    raw_cpu = (before["cpu_us_per_step"] + after["cpu_us_per_step"]) / 2
+    return {
+        "raw_steps_per_s": raw_sps, "raw_steps_per_s_before": before["steps_per_s"],
+        "raw_steps_per_s_after": after["steps_per_s"], "raw_cpu_us_per_step": raw_cpu,
+        "loop": loop, "loop_over_raw": loop["steps_per_s"] / raw_sps,
+        "loop_over_raw_by_cpu": raw_cpu / loop["cpu_us_per_step"],
+        "load_avg_1min": os.getloadavg()[0], "nproc": os.cpu_count(),
+    }
+
+
+def _enabled(config) -> bool:
+    return bool(config.getoption("benchmark_enable", False) or not config.getoption("benchmark_disable", False))
+
+
+def test_bench_enduro_loop_vs_raw_emulator(benchmark, request):
+    torch.set_num_threads(1)
+    full = _enabled(request.config)
+    steps = int(os.environ.get("RLHP_BENCH_LOOP_STEPS", 4_000 if full else 1_040))
+    res = {}
+
+    def run():
+        res.update(measure(steps, raw_seconds=3.0 if full else 1.0))
+
+    benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
+    loop = res["loop"]
+    benchmark.extra_info.update(
+        env_steps=loop["steps"], reward_train_ratio=loop["reward_train_ratio"],
+        raw_steps_per_s=round(res["raw_steps_per_s"]), loop_steps_per_s=round(loop["steps_per_s"], 1),
+        loop_over_raw=round(res["loop_over_raw"], 4), raw_cpu_us_per_step=round(res["raw_cpu_us_per_step"], 1),
+        loop_cpu_us_per_step=round(loop["cpu_us_per_step"], 1),
+        loop_over_raw_by_cpu=round(res["loop_over_raw_by_cpu"], 4), load_avg_1min=res["load_avg_1min"],
+        parts_wall_s={k: round(v, 2) for k, v in loop["parts_wall_s"].items()},
+    )
+    print(f"\nEnduro x{NUM_ENVS}, A2C + 3-member r̂ + reward training (ratio {loop['reward_train_ratio']}): "
+          f"loop {loop['steps_per_s']:.0f} steps/s, raw emulator {res['raw_steps_per_s']:.0f} steps/s "
+          f"-> {res['loop_over_raw']:.3f}x (by CPU time {res['loop_over_raw_by_cpu']:.3f}x), "
+          f"load {res['load_avg_1min']:.1f}")
+    for k, v in sorted(loop["parts_wall_s"].items(), key=lambda kv: -kv[1]):
+        print(f"  {k:32s} {v:7.2f} s  {100 * v / loop['wall_s']:5.1f}%")
+    # Sanity only, not the speed target: the loop did its steps, refitted the reward model,
+    # and is not pathologically slow (e.g. BLAS threads fighting the emulator).
+    assert loop["steps"] >= steps and loop["reward_train_steps"] > 0
+    assert res["loop_over_raw"] > 0.002, res
+
+
+@pytest.mark.parametrize("arch", ["cnn", "mlp"])
+def test_query_selection_by_state_matches_member_probs(arch):
+    """The learner's disagreement selection (r̂ once per distinct state, train._StateIds) picks
+    the same pairs as select_pairs with RewardEnsemble.member_probs on the gathered frames."""
+    from types import SimpleNamespace
+
+    from rlhp_core.buffer import SegmentBuffer
+    from rlhp_core.queries import select_pairs
+    from rlhp_core.reward_model import RewardEnsemble
+    from rlhp_core.train import _StateIds
+
+    rng = np.random.default_rng(0)
+    n_env, cap, L = 4, 40, 10
+    obs_shape, dtype = ((4, 84, 84), np.uint8) if arch == "cnn" else ((3,), np.float32)
+    buf = SegmentBuffer(cap, n_env, obs_shape, dtype, (), np.int64)
+    for _ in range(cap + 13):  # wrapped around
+        o = rng.integers(0, 256, (n_env, *obs_shape)).astype(dtype) if arch == "cnn" \
+            else rng.normal(size=(n_env, *obs_shape)).astype(dtype)
+        buf.add(o, rng.integers(0, 5, n_env), rng.normal(size=n_env), np.zeros(n_env, bool))
+    ens = RewardEnsemble(obs_shape, 5, n_members=3, arch=arch, seed=1)
+    fake = SimpleNamespace(buffer=buf, ensemble=ens)
+    by_state = lambda *a: Learner._member_probs_by_state(fake, *a)  # noqa: E731
+    for count, newer in ((3, 0), (7, buf.steps_written - 20)):
+        a = select_pairs(buf, count, L, np.random.default_rng(5), mode="disagreement", factor=10,
+                         member_probs=ens.member_probs, newer_than=newer)
+        b = select_pairs(_StateIds(buf), count, L, np.random.default_rng(5), mode="disagreement", factor=10,
+                         member_probs=by_state, newer_than=newer)
+        assert a == b
+    le, ls = buf.sample_starts(30, L, rng)
+    re_, rs = buf.sample_starts(30, L, rng)
+    ids = _StateIds(buf)
+    want = ens.member_probs(buf.gather(le, ls, L, "obs"), buf.gather(le, ls, L, "actions"),
+                            buf.gather(re_, rs, L, "obs"), buf.gather(re_, rs, L, "actions"))
+    got = by_state(ids.gather(le, ls, L, "obs"), None, ids.gather(re_, rs, L, "obs"), None)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+# -- command line ---------------------------------------------------------------------------
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=20_000, help="agent steps timed (training phase)")
+    p.add_argument("--ratio", type=float, default=None, help="reward_train_ratio (default: the config's)")
+    p.add_argument("--raw-seconds", type=float, default=5.0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="other TrainConfig fields (JSON values), e.g. --set reward_update_every=5000")
+    p.add_argument("--json", help="write the result here")
+    p.add_argument("--frame-per-window-queries", action="store_true",
+                   help="before/after: query selection runs r̂ on every candidate window's frames (the old path)")
+    a = p.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("RLHP_TORCH_THREADS", "1")))
+    overrides = {}
+    for item in a.set:
+        k, v = item.split("=", 1)
+        try:
+            overrides[k] = json.loads(v)
+        except json.JSONDecodeError:
+            overrides[k] = v
+    res = measure(a.steps, a.ratio, a.raw_seconds, a.frame_per_window_queries, **overrides)
+    res["frame_per_window_queries"] = a.frame_per_window_queries
+    res["overrides"] = overrides
+    res["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    text = json.dumps(res, indent=2)
+    print(text)
+    if a.json:
+        Path(a.json).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
