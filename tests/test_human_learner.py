@@ -32,7 +32,7 @@ from rlhp_core.config import TrainConfig
 from rlhp_core.label_store import LabelStore
 from rlhp_core.segments import ANSWER_MU
 from rlhp_core.train import Learner
-from test_human import CHROMIUM, CHROMIUM_ARGS, assert_clips_play, labeling, shown_id, wait_until
+from test_human import assert_clips_play, browser, labeling, page, shown_id, wait_until  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -46,30 +46,9 @@ the middle of the run and one at its end. Segments are 25 steps of real 210x160 
 FINISHED = "The run has finished"
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is absent (apt-get install chromium): browser tests skipped")
+@pytest.fixture(autouse=True)
+def _needs_ale():
     pytest.importorskip("ale_py")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text
-          else None)
-    pg.errors = errors
-    yield pg
-    ctx.close()
 
 
 def empty_title(pg) -> str:
