@@ -10,9 +10,11 @@ per refit is what a real run asks for early on. Only the training phase is timed
 
     OMP_NUM_THREADS=1 python -m pytest tests/test_bench_loop.py --benchmark-enable -s
 
-Under the project's default ``--benchmark-disable`` the test times one reward refit
-(~1,000 agent steps) as a smoke test (~20-30 s on 2 shared cores); with
-``--benchmark-enable`` 4,000 steps (RLHP_BENCH_LOOP_STEPS overrides). ``extra_info`` holds the
+Under the project's default ``--benchmark-disable`` the test is a smoke run (~15 s): 32
+initial labels and one refit of one minibatch after 320 steps (still 0.1 comparisons per
+step, but the fixed per-refit costs weigh more than in a real run). With
+``--benchmark-enable`` it times 4,000 steps of the default recipe (RLHP_BENCH_LOOP_STEPS
+overrides), ~1 minute on an idle 2-core box. ``extra_info`` holds the
 raw emulator's steps/s (measured before and after the loop, in the same process), the
 loop's steps/s, their ratio, CPU microseconds per agent step of both (steadier when other
 processes share the cores) and where the loop's time went (exclusive wall seconds per part).
@@ -233,16 +235,18 @@ def _enabled(config) -> bool:
 def test_bench_enduro_loop_vs_raw_emulator(benchmark, request):
     torch.set_num_threads(1)
     full = _enabled(request.config)
-    steps = int(os.environ.get("RLHP_BENCH_LOOP_STEPS", 4_000 if full else 1_040))
+    steps = int(os.environ.get("RLHP_BENCH_LOOP_STEPS", 4_000 if full else 320))
+    # smoke run: one refit of one minibatch (32 comparisons per 320 steps: still ratio 0.1)
+    smoke = {} if full else dict(initial_labels=32, reward_update_every=320)
     res = {}
 
     def run():
-        res.update(measure(steps, raw_seconds=3.0 if full else 1.0))
+        res.update(measure(steps, raw_seconds=3.0 if full else 1.0, **smoke))
 
     benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
     loop = res["loop"]
     benchmark.extra_info.update(
-        env_steps=loop["steps"], reward_train_ratio=loop["reward_train_ratio"],
+        env_steps=loop["steps"], reward_train_ratio=loop["reward_train_ratio"], overrides=smoke,
         raw_steps_per_s=round(res["raw_steps_per_s"]), loop_steps_per_s=round(loop["steps_per_s"], 1),
         loop_over_raw=round(res["loop_over_raw"], 4), raw_cpu_us_per_step=round(res["raw_cpu_us_per_step"], 1),
         loop_cpu_us_per_step=round(loop["cpu_us_per_step"], 1),
