@@ -489,6 +489,17 @@ class _ActorCritic:
         self._eval_gen.set_state(d["eval_gen"].cpu())
         self._shuffle_gen.set_state(d["shuffle_gen"].cpu())
 
+    def _prepare(self, rollout: Rollout):
+        """What every update starts with: validate, set the decayed lr, advantages and returns,
+        flattened obs/actions, and advantages/returns as flat tensors."""
+        self._check(rollout)
+        lr = self._set_lr()
+        adv, returns = self._advantages(rollout)
+        obs, actions = self._flat(rollout)
+        adv_t = torch.as_tensor(adv.reshape(-1), device=self.device)
+        ret_t = torch.as_tensor(returns.reshape(-1), device=self.device)
+        return lr, returns, obs, actions, adv_t, ret_t
+
 
 # =================================================================================================
 # A2C
@@ -506,13 +517,8 @@ class A2C(_ActorCritic):
         return torch.optim.RMSprop(self.net.parameters(), lr=s.lr, alpha=s.rms_alpha, eps=s.rms_eps)
 
     def update(self, rollout: Rollout) -> dict[str, float]:
-        self._check(rollout)
         s = self.settings
-        lr = self._set_lr()
-        adv, returns = self._advantages(rollout)
-        obs, actions = self._flat(rollout)
-        adv_t = torch.as_tensor(adv.reshape(-1), device=self.device)
-        ret_t = torch.as_tensor(returns.reshape(-1), device=self.device)
+        lr, returns, obs, actions, adv_t, ret_t = self._prepare(rollout)
 
         out, value = self.net(obs)
         logp, entropy = self.net.log_prob_entropy(out, actions)
@@ -550,13 +556,8 @@ class PPO(_ActorCritic):
         return torch.optim.Adam(self.net.parameters(), lr=self.settings.lr, eps=self.settings.adam_eps, foreach=True)
 
     def update(self, rollout: Rollout) -> dict[str, float]:
-        self._check(rollout)
         s = self.settings
-        lr = self._set_lr()
-        adv, returns = self._advantages(rollout)
-        b_obs, b_actions = self._flat(rollout)
-        b_adv = torch.as_tensor(adv.reshape(-1), device=self.device)
-        b_ret = torch.as_tensor(returns.reshape(-1), device=self.device)
+        lr, returns, b_obs, b_actions, b_adv, b_ret = self._prepare(rollout)
         b_val = torch.as_tensor(np.asarray(rollout.extras["values"], np.float32).reshape(-1), device=self.device)
         b_logp = torch.as_tensor(np.asarray(rollout.extras["logprobs"], np.float32).reshape(-1), device=self.device)
         batch = b_adv.shape[0]
