@@ -48,7 +48,7 @@ class HumanLabeler:
     def __init__(self, store: LabelStore, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  env_id: str, label_budget: int | None = None, status_path: Path | None = None,
                  clip_dir: Path | None = None, fps: float | None = None, announce: bool = False,
-                 linger_s: float = 3.0):
+                 linger_s: float = 5.0):
         self.server: LabelServer = serve(store, host=host, port=port, token=token, env_id=env_id,
                                          label_budget=label_budget, status_path=status_path, clip_dir=clip_dir,
                                          route=ROUTE, fps=fps)

@@ -278,7 +278,9 @@ class LabelServer:
         if not isinstance(have, list) or len(have) > 16:
             raise RequestError(400, "have must be a list of at most 16 query ids")
         have = [check_query_id(h) for h in have]
-        qid = self.store.lease_next(client, self.lease_ttl_s, route=self.route, exclude=have)
+        # A closing server hands out nothing: a pair leased now could not be answered in time.
+        qid = None if self.closing else self.store.lease_next(client, self.lease_ttl_s, route=self.route,
+                                                              exclude=have)
         return {"query": self.query_payload(qid) if qid is not None else None, "state": self.state()}
 
     def renew(self, body: dict) -> dict:

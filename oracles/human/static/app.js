@@ -229,7 +229,7 @@ async function fill() {
   if (S.filling || S.ended) return;
   S.filling = true;
   try {
-    while ((S.cur ? 1 : 0) + S.queue.length < 2) {
+    while (!S.ended && (S.cur ? 1 : 0) + S.queue.length < 2) {
       const res = await api("/api/lease", { client: S.client, have: heldIds() });
       S.offline = false;
       if (!res.query) clearServerError();
@@ -237,6 +237,7 @@ async function fill() {
       if (!res.query) break;
       if (heldIds().includes(res.query.id)) continue; // came back through an undo meanwhile
       const item = await loadPair(res.query);
+      if (S.ended) break; // the run ended while the clips loaded: nothing more can be answered
       if (heldIds().includes(item.q.id)) continue;
       clearServerError();
       if (!S.cur && !S.saving) show(item);
