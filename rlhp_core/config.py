@@ -15,6 +15,7 @@ from pathlib import Path
 ALGOS = ("a2c", "ppo")
 REWARD_SOURCES = ("preferences", "true")
 QUERY_SELECTIONS = ("disagreement", "random")
+REWARD_DTYPES = ("float32", "bfloat16")
 
 
 def is_atari(env_id: str) -> bool:
@@ -93,6 +94,8 @@ class TrainConfig:
     """Keep val/train loss in [1.1, 1.5] by raising/lowering L2 (paper). False = the 'no regularisation' ablation's L2 part."""
     dropout: float | None = None
     """Dropout on conv layers (Atari: 0.5, paper). None: 0.5 on Atari, 0.0 otherwise."""
+    reward_dtype: str = "float32"
+    """Precision of the reward CNN's conv stack: 'float32' or 'bfloat16' (convs, batch norm and dropout in bf16 against float32 master weights; dense layers, loss and optimiser stay float32). bf16 makes reward training ~1.7x and inference ~1.9x faster on a CPU with AVX512-BF16 (results/speed/). The MLP reward model is always float32."""
 
     # --- RL ----------------------------------------------------------------------------------
     lr: float | None = None
@@ -163,6 +166,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
             raise ValueError("label_budget must be >= 1 for a preference run (use reward='true' for none)")
     if c.label_schedule_constant is None:
         c.label_schedule_constant = 5e6 if atari else 2e6
+    if c.reward_dtype not in REWARD_DTYPES:
+        raise ValueError(f"reward_dtype {c.reward_dtype!r} is not one of {REWARD_DTYPES}")
     if c.reward_std is None:
         c.reward_std = 0.05 if atari else 1.0
     if c.dropout is None:

@@ -172,12 +172,19 @@ class FusedCNN(nn.Module):
     'auto' picks 'split' on CPU and 'grouped' on CUDA. The 1/255 input scale is folded into
     the first conv's weights (conv(x/255, W) == conv(x, W/255)), so uint8 frames are
     converted to float once and never rescaled.
+
+    conv_dtype: the dtype the conv stack computes in. ``torch.bfloat16`` widens the uint8
+    frames straight to bf16 (half the bytes of float32; exact, since 0..255 fit bf16's
+    8-bit mantissa) and runs convs, batch norm and dropout in bf16 against bf16 copies of
+    the float32 master weights; the dense layers, the loss and the optimiser stay float32.
+    On a CPU with AVX512-BF16 a training minibatch is ~1.5x faster (results/speed/).
     """
 
     uses_actions = False
 
     def __init__(self, n_members: int, obs_shape: Sequence[int], dropout: float = 0.5,
-                 conv_mode: str = "auto", channels_last: bool = True, fast_dropout: bool = True):
+                 conv_mode: str = "auto", channels_last: bool = True, fast_dropout: bool = True,
+                 conv_dtype: torch.dtype = torch.float32):
         super().__init__()
         if len(obs_shape) != 3:
             raise ValueError(f"FusedCNN expects obs_shape (C, H, W), got {tuple(obs_shape)}")
@@ -190,6 +197,9 @@ class FusedCNN(nn.Module):
         self.conv_mode = conv_mode
         self.channels_last = bool(channels_last)
         self.fast_dropout = bool(fast_dropout)
+        if conv_dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"conv_dtype must be torch.float32 or torch.bfloat16, got {conv_dtype}")
+        self.conv_dtype = conv_dtype
         self.convs = nn.ModuleList()
         self.bns = nn.ModuleList()
         cin = c
@@ -219,13 +229,19 @@ class FusedCNN(nn.Module):
         return "split" if self.fc_w.device.type == "cpu" else "grouped"
 
     def _to_float(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 (or float) NCHW -> float32, channels_last if enabled. For channels_last the
+        """uint8 (or float) NCHW -> ``conv_dtype``, channels_last if enabled. For channels_last the
         uint8 bytes are transposed first and then widened (2x faster than a strided widening copy)."""
+        dt = self.conv_dtype
         if self.channels_last:
-            if x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last):
+            if x.dtype == dt and x.is_contiguous(memory_format=torch.channels_last):
                 return x
-            return x.permute(0, 2, 3, 1).contiguous().to(torch.float32).permute(0, 3, 1, 2)
-        return x.to(torch.float32).contiguous()
+            return x.permute(0, 2, 3, 1).contiguous().to(dt).permute(0, 3, 1, 2)
+        return x.to(dt).contiguous()
+
+    def _conv(self, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride, groups: int = 1) -> torch.Tensor:
+        """One conv in ``conv_dtype`` (weights cast per call: gradients reach the float32 masters)."""
+        dt = self.conv_dtype
+        return F.conv2d(h, w.to(dt), b.to(dt), stride, groups=groups)
 
     def _post(self, h: torch.Tensor, bn: nn.BatchNorm2d, sl: slice, training: bool) -> torch.Tensor:
         """Batch norm (member channels ``sl``) -> leaky ReLU -> dropout. ``training`` is
@@ -240,7 +256,8 @@ class FusedCNN(nn.Module):
         return dropout(h, self.dropout, training, self.fast_dropout and h.device.type == "cpu")
 
     def _dense(self, feats: torch.Tensor) -> torch.Tensor:
-        # feats (M, N, flat) -> (M, N)
+        # feats (M, N, flat) -> (M, N), in float32 whatever the convs ran in
+        feats = feats.to(torch.float32)
         h = torch.baddbmm(self.fc_b.unsqueeze(1), feats, self.fc_w)
         h = F.leaky_relu(h, LEAKY_SLOPE)
         return torch.baddbmm(self.out_b.unsqueeze(1), h, self.out_w).squeeze(-1)
@@ -253,7 +270,7 @@ class FusedCNN(nn.Module):
             w = conv.weight[sl]
             if i == 0:
                 w = w * (1.0 / 255.0)
-            h = self._post(F.conv2d(h, w, conv.bias[sl], conv.stride), bn, sl, training)
+            h = self._post(self._conv(h, w, conv.bias[sl], conv.stride), bn, sl, training)
         return h.reshape(h.shape[0], self.flat)
 
     def _grouped_convs(self, x: torch.Tensor, shared: bool, training: bool) -> torch.Tensor:
@@ -263,7 +280,7 @@ class FusedCNN(nn.Module):
         for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
             w = conv.weight * (1.0 / 255.0) if i == 0 else conv.weight
             groups = 1 if (i == 0 and shared) else self.n_members
-            h = self._post(F.conv2d(h, w, conv.bias, conv.stride, groups=groups), bn, every, training)
+            h = self._post(self._conv(h, w, conv.bias, conv.stride, groups), bn, every, training)
         n = h.shape[0]
         return h.reshape(n, self.n_members, self.flat).transpose(0, 1)
 
@@ -321,7 +338,7 @@ class FusedCNN(nn.Module):
         cl = self.channels_last and n >= 64
 
         def to_float(x):
-            return self._to_float(x) if cl else x.to(torch.float32).contiguous()
+            return self._to_float(x) if cl else x.to(self.conv_dtype).contiguous()
 
         layers = self.folded_convs()
         if self.resolved_conv_mode == "split" or per_member:
@@ -331,13 +348,13 @@ class FusedCNN(nn.Module):
                 sl = slice(j * CNN_FILTERS, (j + 1) * CNN_FILTERS)
                 h = to_float(obs[j]) if per_member else shared
                 for (w, b), conv in zip(layers, self.convs):
-                    h = F.leaky_relu_(F.conv2d(h, w[sl], b[sl], conv.stride), LEAKY_SLOPE)
+                    h = F.leaky_relu_(self._conv(h, w[sl], b[sl], conv.stride), LEAKY_SLOPE)
                 feats.append(h.reshape(n, self.flat))
             feats = torch.stack(feats)
         else:
             h = to_float(obs)
             for i, ((w, b), conv) in enumerate(zip(layers, self.convs)):
-                h = F.leaky_relu_(F.conv2d(h, w, b, conv.stride, groups=1 if i == 0 else self.n_members), LEAKY_SLOPE)
+                h = F.leaky_relu_(self._conv(h, w, b, conv.stride, 1 if i == 0 else self.n_members), LEAKY_SLOPE)
             feats = h.reshape(n, self.n_members, self.flat).transpose(0, 1)
         return self._dense(feats)
 
@@ -851,6 +868,8 @@ class RewardEnsemble:
         'auto' = 32 for the CNN (scoring costs forward passes: 2 x 32 comparisons is ~15% of
         a 100-comparison train call) and 256 for the MLP (cheap).
     infer_chunk: states per forward pass in inference (bounds memory).
+    conv_dtype: 'float32' or 'bfloat16': the CNN's conv stack precision (see FusedCNN);
+        the MLP always runs in float32.
     """
 
     def __init__(
@@ -875,6 +894,7 @@ class RewardEnsemble:
         conv_mode: str = "auto",
         channels_last: bool = True,
         fast_dropout: bool = True,
+        conv_dtype: str = "float32",
         seed: int = 0,
         device: str | torch.device = "cpu",
     ):
@@ -889,6 +909,8 @@ class RewardEnsemble:
                 raise ValueError(f"{name} must be >= {lo}, got {v}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if conv_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"conv_dtype must be 'float32' or 'bfloat16', got {conv_dtype!r}")
         if reward_std <= 0:
             raise ValueError(f"reward_std must be > 0, got {reward_std}")
         if l2_factor < 1.0 or not l2_band[0] <= l2_band[1]:
@@ -917,7 +939,8 @@ class RewardEnsemble:
             torch.manual_seed(self.seed)
             if arch == "cnn":
                 self.net: nn.Module = FusedCNN(self.n_members, self.obs_shape, self.dropout, conv_mode=conv_mode,
-                                               channels_last=channels_last, fast_dropout=fast_dropout)
+                                               channels_last=channels_last, fast_dropout=fast_dropout,
+                                               conv_dtype=getattr(torch, conv_dtype))
             else:
                 obs_dim = int(np.prod(self.obs_shape)) if self.obs_shape else 1
                 act_dim = self.n_actions if self.n_actions is not None else int(np.prod(self.act_shape))
@@ -936,7 +959,7 @@ class RewardEnsemble:
     @classmethod
     def from_config(cls, cfg, obs_shape: Sequence[int], action_space, device: str | torch.device = "cpu", **overrides):
         """Build from a *resolved* TrainConfig (rlhp_core.config.resolve): ensemble_size,
-        dropout, reward_lr, reward_batch, reward_std, adaptive_l2 (False: no L2 at all, the
+        dropout, reward_lr, reward_batch, reward_std, reward_dtype, adaptive_l2 (False: no L2 at all, the
         paper's 'no regularisation' ablation), seed. ``overrides`` go to the constructor."""
         if cfg.reward_std is None or cfg.dropout is None:
             raise ValueError("from_config needs a resolved TrainConfig (reward_std/dropout are None); call config.resolve first")
@@ -947,6 +970,7 @@ class RewardEnsemble:
             batch_size=cfg.reward_batch,
             reward_std=cfg.reward_std,
             adaptive_l2=cfg.adaptive_l2,
+            conv_dtype=cfg.reward_dtype,
             seed=cfg.seed,
             device=device,
         )

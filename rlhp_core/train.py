@@ -406,6 +406,9 @@ class Learner:
     def _update_normalization(self) -> None:
         n = self.buffer.filled
         k = 1024
+        if n == 0:  # resumed between the initial labels and training: the buffer is not checkpointed
+            self.ensemble.update_normalization(*self.dataset.normalization_sample(k, self.rng))
+            return
         rows = self.rng.integers(self.buffer.steps_written - n, self.buffer.steps_written, size=k) % self.buffer.capacity
         envs = self.rng.integers(0, self.cfg.num_envs, size=k)
         self.ensemble.update_normalization(self.buffer.obs[rows, envs], self.buffer.actions[rows, envs])

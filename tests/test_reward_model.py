@@ -499,3 +499,64 @@ def test_recent_states_ring_buffer_feeds_normalisation():
     ens = vector_ensemble()
     ens.update_normalization(*buf.arrays())
     assert ens.predict_members(*buf.arrays()).mean() == pytest.approx(0.0, abs=1e-6)
+
+
+# --- bf16 conv stack -------------------------------------------------------------------------
+
+
+def test_bf16_convs_match_float32_and_train_float32_masters():
+    """Same weights, convs in bf16: outputs and gradients follow float32 closely; the
+    parameters (and so Adam and the checkpoints) stay float32."""
+    torch.manual_seed(0)
+    f32 = FusedCNN(3, ATARI, dropout=0.0)
+    _randomise_bn(f32)
+    b16 = FusedCNN(3, ATARI, dropout=0.0, conv_dtype=torch.bfloat16)
+    b16.load_state_dict(f32.state_dict())
+    x = torch.randint(0, 256, (3, 96) + ATARI, dtype=torch.uint8)
+    for train in (False, True):
+        a, b = f32.forward_members(x, training=train), b16.forward_members(x, training=train)
+        assert b.dtype == torch.float32
+        scale = a.std().item()
+        assert (a - b).abs().max().item() < 0.05 * scale
+        assert np.corrcoef(a.detach().flatten(), b.detach().flatten())[0, 1] > 0.999
+    grads = []
+    for net in (f32, b16):
+        net.zero_grad()
+        net.forward_members(x, training=True).pow(2).mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    assert all(p.dtype == torch.float32 for p in b16.parameters())
+    assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0).item() > 0.99
+    with pytest.raises(ValueError, match="conv_dtype"):
+        FusedCNN(3, ATARI, conv_dtype=torch.float16)
+    with pytest.raises(ValueError, match="conv_dtype"):
+        RewardEnsemble(ATARI, 6, conv_dtype="half")
+
+
+def _patch_task(rng, n, t=2):
+    """Atari-shaped frames; the true reward of a state is the brightness of one 21x21 patch of
+    its newest frame (the rest is noise). Rational labels on decisive pairs."""
+    frames = rng.integers(0, 128, size=(n, 2, t, 4, 84, 84), dtype=np.uint8)
+    level = rng.integers(0, 128, size=(n, 2, t), dtype=np.uint8)
+    frames[..., 3, 10:31, 40:61] += level[..., None, None]
+    ret = level.astype(np.int64).sum(-1)
+    return frames, ret
+
+
+def test_bf16_learns_a_cnn_reward_as_well_as_float32():
+    rng = np.random.default_rng(0)
+    frames, ret = _patch_task(rng, 160)
+    test_frames, test_ret = _patch_task(rng, 200)
+    decisive = test_ret[:, 0] != test_ret[:, 1]
+    accs = {}
+    for dt in ("float32", "bfloat16"):
+        ds = PreferenceDataset(capacity=1000, n_members=3, seed=0)
+        for i in range(len(frames)):
+            answer = "left" if ret[i, 0] > ret[i, 1] else "right" if ret[i, 0] < ret[i, 1] else "equal"
+            no_actions = np.zeros(frames.shape[2], dtype=np.int64)  # the CNN does not use them
+            ds.add(frames[i, 0], no_actions, frames[i, 1], no_actions, answer, key=i)
+        ens = RewardEnsemble(ATARI, 6, dropout=0.5, reward_std=0.05, lr=1e-3, conv_dtype=dt, seed=0)
+        ens.pretrain(ds, epochs=12, rng=np.random.default_rng(0))
+        r = ens.segment_returns(test_frames.reshape(-1, 2, *ATARI)).mean(0).reshape(-1, 2)
+        accs[dt] = ((r[:, 0] > r[:, 1]) == (test_ret[:, 0] > test_ret[:, 1]))[decisive].mean()
+    assert accs["float32"] >= 0.8, accs
+    assert accs["bfloat16"] >= accs["float32"] - 0.05, accs

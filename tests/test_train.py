@@ -89,6 +89,26 @@ def test_resume_continues_every_counter(tmp_path):
     assert steps == sorted(set(steps)), "no step is logged twice after a resume"
 
 
+def test_resume_after_an_interrupted_pretraining(tmp_path, monkeypatch):
+    """Ctrl-C while the reward model pretrains: the initial labels are in the store, the
+    segment buffer (not checkpointed) is empty on resume; the rerun pretrains and trains."""
+    from rlhp_core.reward_model import RewardEnsemble
+
+    run = tmp_path / "run"
+    real = RewardEnsemble.pretrain
+
+    def interrupted(self, *a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RewardEnsemble, "pretrain", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny(run, total_steps=768))
+    assert complete_checkpoints(run) and len(answers(run)) == 6  # 25% of 24 up front
+    monkeypatch.setattr(RewardEnsemble, "pretrain", real)
+    second = run_training(tiny(run, total_steps=768))
+    assert second["env_steps"] >= 768 and second["labels"] > 6
+
+
 def test_changed_config_refused_on_resume(tmp_path):
     run = tmp_path / "run"
     run_training(tiny(run, total_steps=256, label_budget=8, pretrain_epochs=1))
