@@ -109,7 +109,7 @@ def _init_linear_(w: torch.Tensor, b: torch.Tensor) -> None:
 # =====================================================================================
 
 
-def _half_mask(shape: tuple, device: torch.device) -> torch.Tensor:
+def _half_mask(shape: tuple, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
     """Dropout-0.5 multiplier as uint8 {0, 2}, i.i.d. 0 or 2 with probability 1/2 each.
 
     Every bit of a 64-bit random word is one fair coin (64 elements per draw, instead of one
@@ -117,36 +117,38 @@ def _half_mask(shape: tuple, device: torch.device) -> torch.Tensor:
     the mask so applying it is a single multiply.
     """
     n = math.prod(shape)
-    words = torch.empty((n + 63) // 64, dtype=torch.int64, device=device).random_(-(2**63), None)
+    words = torch.empty((n + 63) // 64, dtype=torch.int64, device=device).random_(-(2**63), None, generator=generator)
     shifts = torch.arange(8, dtype=torch.uint8, device=device)
     out = torch.empty(words.numel() * 8, 8, dtype=torch.uint8, device=device)
     torch.bitwise_right_shift(words.view(torch.uint8).unsqueeze(1), shifts, out=out)
     return out.bitwise_and_(1).bitwise_left_shift_(1).view(-1)[:n].view(shape)
 
 
-def dropout(h: torch.Tensor, p: float, training: bool, fast: bool = True) -> torch.Tensor:
+def dropout(h: torch.Tensor, p: float, training: bool, fast: bool = True,
+            generator: torch.Generator | None = None) -> torch.Tensor:
     """Inverted dropout with the distribution of ``F.dropout`` (each element kept
     independently with probability 1-p and scaled by 1/(1-p)); only the random stream differs.
 
+    ``generator``: the masks' own random stream, so that a reward model training on another
+    thread never touches the global one the policy samples from (results/speed/).
     ``bernoulli_`` draws one float per element and took ~20% of a CNN training step on CPU.
     For p = 0.5 the mask comes from random bits (see :func:`_half_mask`); for p = k/256 from
-    random bytes (``byte >= k`` has probability exactly 1-p); any other p uses ``F.dropout``.
-    The mask is laid out like ``h`` (channels_last stays channels_last).
+    random bytes (``byte >= k`` has probability exactly 1-p); otherwise (or ``fast`` False)
+    ``bernoulli_``. The mask is laid out like ``h`` (channels_last stays channels_last).
     """
     if not training or p == 0.0:
         return h
-    if not fast:
-        return F.dropout(h, p, True)
     cl = h.dim() == 4 and not h.is_contiguous() and h.is_contiguous(memory_format=torch.channels_last)
     shape = (h.shape[0], h.shape[2], h.shape[3], h.shape[1]) if cl else tuple(h.shape)
-    if p == 0.5:
-        mask = _half_mask(shape, h.device)
+    if fast and p == 0.5:
+        mask = _half_mask(shape, h.device, generator)
         scale = None
-    elif float(p * 256).is_integer():
-        mask = torch.empty(shape, dtype=torch.uint8, device=h.device).random_(0, 256) >= int(p * 256)
+    elif fast and float(p * 256).is_integer():
+        mask = torch.empty(shape, dtype=torch.uint8, device=h.device).random_(0, 256, generator=generator) >= int(p * 256)
         scale = 1.0 / (1.0 - p)
     else:
-        return F.dropout(h, p, True)
+        mask = torch.empty(shape, dtype=h.dtype, device=h.device).bernoulli_(1.0 - p, generator=generator)
+        scale = 1.0 / (1.0 - p)
     # A float mask: a mixed-dtype multiply would cast the mask again (a hidden copy) in the
     # forward and in the backward; converted once here, autograd reuses it.
     mask = mask.to(h.dtype)
@@ -197,6 +199,7 @@ class FusedCNN(nn.Module):
         self.conv_mode = conv_mode
         self.channels_last = bool(channels_last)
         self.fast_dropout = bool(fast_dropout)
+        self.generator: torch.Generator | None = None  # the dropout masks' stream (RewardEnsemble's)
         if conv_dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"conv_dtype must be torch.float32 or torch.bfloat16, got {conv_dtype}")
         self.conv_dtype = conv_dtype
@@ -253,7 +256,7 @@ class FusedCNN(nn.Module):
                          use_batch, bn.momentum if bn.momentum is not None else 0.0, bn.eps)
         # In place: batch norm's backward needs its input, not its output (autograd checks).
         h = F.leaky_relu_(h, LEAKY_SLOPE)
-        return dropout(h, self.dropout, training, self.fast_dropout and h.device.type == "cpu")
+        return dropout(h, self.dropout, training, self.fast_dropout and h.device.type == "cpu", self.generator)
 
     def _dense(self, feats: torch.Tensor) -> torch.Tensor:
         # feats (M, N, flat) -> (M, N), in float32 whatever the convs ran in
@@ -370,6 +373,7 @@ class FusedMLP(nn.Module):
         self.in_dim = int(in_dim)
         self.dropout = float(dropout)
         self.fast_dropout = bool(fast_dropout)
+        self.generator: torch.Generator | None = None  # the dropout masks' stream (RewardEnsemble's)
         dims = [self.in_dim, HIDDEN, HIDDEN, 1]
         self.ws = nn.ParameterList([nn.Parameter(torch.empty(m, a, b)) for a, b in zip(dims[:-1], dims[1:])])
         self.bs = nn.ParameterList([nn.Parameter(torch.empty(m, b)) for b in dims[1:]])
@@ -388,7 +392,7 @@ class FusedMLP(nn.Module):
             x = torch.matmul(x, w) + b.unsqueeze(1)
             if i < last:
                 x = F.leaky_relu(x, LEAKY_SLOPE)
-                x = dropout(x, self.dropout, training, self.fast_dropout and x.device.type == "cpu")
+                x = dropout(x, self.dropout, training, self.fast_dropout and x.device.type == "cpu", self.generator)
         return x.squeeze(-1)
 
     def forward_members(self, x: torch.Tensor, actions: torch.Tensor | None = None,
@@ -946,6 +950,7 @@ class RewardEnsemble:
                 act_dim = self.n_actions if self.n_actions is not None else int(np.prod(self.act_shape))
                 self.net = FusedMLP(self.n_members, obs_dim + act_dim, self.dropout, fast_dropout=fast_dropout)
         self.net.to(self.device)
+        self.net.generator = self._torch_gen = torch.Generator(device=self.device)
         self.net.eval()  # the mode flag is unused: every call passes ``training`` explicitly
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         self.l2 = np.full(self.n_members, float(l2_init), dtype=np.float64)
@@ -987,6 +992,8 @@ class RewardEnsemble:
     def to(self, device: str | torch.device) -> "RewardEnsemble":
         self.device = torch.device(device)
         self.net.to(self.device)
+        if self._torch_gen.device != self.device:  # reseeded at every train call
+            self.net.generator = self._torch_gen = torch.Generator(device=self.device)
         for state in self.optimizer.state.values():
             for k, v in state.items():
                 if isinstance(v, torch.Tensor) and v.dim() > 0:
@@ -1185,17 +1192,16 @@ class RewardEnsemble:
         streams = [_Stream(ms, rng) for ms in multisets]
         torch_seed = int(rng.integers(2**62))
         losses = np.zeros(self.n_members)
-        with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
-            torch.manual_seed(torch_seed)
-            for _ in range(n_steps):
-                idx = np.stack([s.take(b) for s in streams])
-                loss_items, _, _ = self._member_loss(dataset, idx, training=True)
-                loss_m = loss_items.mean(1)
-                total = (loss_m + self._l2_terms()).sum()
-                self.optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                self.optimizer.step()
-                losses += loss_m.detach().double().cpu().numpy()
+        self._torch_gen.manual_seed(torch_seed)
+        for _ in range(n_steps):
+            idx = np.stack([s.take(b) for s in streams])
+            loss_items, _, _ = self._member_loss(dataset, idx, training=True)
+            loss_m = loss_items.mean(1)
+            total = (loss_m + self._l2_terms()).sum()
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            self.optimizer.step()
+            losses += loss_m.detach().double().cpu().numpy()
         self.train_steps += n_steps
         self.comparisons_seen += n_steps * b
         metrics = self.evaluate(dataset, rng)

@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .background_fit import BackgroundFit
 from .buffer import SegmentBuffer
 from .checkpoint import CheckpointError, load_latest, save_checkpoint
 from .config import TrainConfig, is_atari, resolve, save_config
@@ -190,6 +191,7 @@ class Learner:
         self.algo = make_algo(cfg.algo, self.env.obs_shape, self.env.obs_dtype, space, settings, self.device, cfg.seed)
 
         self.ensemble = self.dataset = self.schedule = None
+        self.fitter: BackgroundFit | None = None  # reward_fit='background' only
         if self.prefs:
             self.ensemble = RewardEnsemble.from_config(cfg, self.env.obs_shape, space, device=self.device)
             self.dataset = PreferenceDataset.from_config(cfg)
@@ -255,6 +257,10 @@ class Learner:
         torch.set_rng_state(s["torch_rng"])
         if self.prefs:
             self.ensemble.load_state_dict(s["ensemble"])
+            if "reward_trainer" in s:
+                self.fitter = BackgroundFit.copy_of(self.ensemble)
+                self.fitter.trainer.load_state_dict(s["reward_trainer"])
+                self.fitter.pending = s["reward_fit_pending"]
             self._rebuild_dataset(s["ingested"])
             if "labeler" in s and hasattr(self.labeler, "set_state"):
                 self.labeler.set_state(s["labeler"])
@@ -292,6 +298,10 @@ class Learner:
             "torch_rng": torch.get_rng_state(),
         }
         if self.prefs:
+            if self.fitter is not None:  # the fit in flight ends first; it is installed on schedule
+                self.fitter.wait()
+                state["reward_trainer"] = self.fitter.trainer.state_dict()
+                state["reward_fit_pending"] = self.fitter.pending
             state["ensemble"] = self.ensemble.state_dict()
             state["ingested"] = list(self.ingested)
             if hasattr(self.labeler, "get_state"):
@@ -414,11 +424,26 @@ class Learner:
         self.ensemble.update_normalization(self.buffer.obs[rows, envs], self.buffer.actions[rows, envs])
 
     def _fit_reward(self, comparisons: int) -> None:
+        """Train r̂ on the answers so far: here and now ('sync'), or on the second thread
+        ('background'), to be installed at the next refit (rlhp_core/background_fit.py)."""
         self._ingest_answers()
         if len(self.dataset) == 0:
             return
+        if self.cfg.reward_fit == "background":
+            if self.fitter is None:
+                self.fitter = BackgroundFit.copy_of(self.ensemble)
+            self.fitter.start(self.dataset, comparisons)
+            return
         self.reward_metrics = _reward_metrics(self.ensemble.train(self.dataset, comparisons))
         self._update_normalization()
+
+    def _install_fit(self) -> None:
+        """Background fits: wait for the one started at the last refit and use it from now on."""
+        if self.fitter is not None:
+            done = self.fitter.install(self.ensemble)
+            if done is not None:
+                self.reward_metrics = _reward_metrics(done)
+                self._update_normalization()
 
     def _reward_quality(self) -> dict[str, float]:
         """How well r̂ tracks the true reward on fresh segments of the current policy.
@@ -551,6 +576,7 @@ class Learner:
                 self.iteration += 1
 
                 if self.prefs and self.env_steps - self.last_reward_fit >= cfg.reward_update_every:
+                    self._install_fit()
                     due = self.schedule.due(self.env_steps * self.frames_per_step)
                     self._post_queries(due - self._labels_posted(), cfg.query_selection,
                                        newer_than=max(0, self.buffer.steps_written - self.buffer.capacity))
@@ -597,6 +623,8 @@ class Learner:
         finally:
             if self._bar is not None:
                 self._bar.close()
+        if self.env_steps >= cfg.total_steps:
+            self._install_fit()  # the last background fit is part of the final model
         self._checkpoint()
         if self.env_steps >= cfg.total_steps:
             self.phase = "finished"
@@ -618,6 +646,11 @@ class Learner:
         }
 
     def close(self) -> None:
+        if self.fitter is not None and self.fitter.running:  # after an error: let the thread end
+            try:
+                self.fitter.wait()
+            except Exception:  # noqa: BLE001 - the loop's own error is the one being raised
+                pass
         self.env.close()
         if self.labeler is not None and self._owns_labeler:
             self.labeler.close()

@@ -53,6 +53,7 @@ PARTS = (
     "env step", "policy act", "A2C update", "reward inference (rollout r̂)", "segment buffer add",
     "query selection", "labeler + label-store write", "label-store read (ingest)", "reward training steps",
     "reward eval (L2 rule)", "normalisation update", "reward-quality metric", "status + metrics rows",
+    "wait for the background fit",
 )
 """Where the loop's time goes (exclusive: a part's time excludes the parts called inside it)."""
 
@@ -169,10 +170,14 @@ def loop_speed(cfg: TrainConfig, steps: int, parts: bool = True, frame_per_windo
             timer.wrap(L, "_post_queries", "query selection")
             timer.wrap(L.labeler, "post", "labeler + label-store write")
             timer.wrap(L, "_ingest_answers", "label-store read (ingest)")
-            timer.wrap(L.ensemble, "train", "reward training steps")
-            timer.wrap(L.ensemble, "evaluate", "reward eval (L2 rule)")
+            if L.cfg.reward_fit == "sync":  # (a wrapped instance must not be deep-copied into the fit's thread)
+                timer.wrap(L.ensemble, "train", "reward training steps")
+                timer.wrap(L.ensemble, "evaluate", "reward eval (L2 rule)")
             timer.wrap(L, "_update_normalization", "normalisation update")
             timer.wrap(L, "_reward_quality", "reward-quality metric")
+            # reward_fit='background': train/evaluate run on the fit's thread (not timed); the
+            # loop's thread only waits here for the fit started at the previous refit
+            timer.wrap(L, "_install_fit", "wait for the background fit")
         timer.wrap(L, "_write_status", "status + metrics rows")
         timer.wrap(L, "_log", "status + metrics rows")
     initial = learner._initial_phase

@@ -17,6 +17,7 @@ the same order, so the difference is the training ratio alone.
     OMP_NUM_THREADS=1 python results/speed/enduro_label_efficiency.py --ratios 0.1,0.03 --seeds 0,1 \\
         --csv results/speed/enduro_label_efficiency.csv
     ... --ratios 0.01 --every 3200 --seeds 0,1 --csv results/speed/enduro_label_efficiency_e3200.csv
+    ... --ratios 0.1 --dtypes float32,bfloat16 --seeds 0,1,2 --csv results/speed/enduro_label_efficiency_bf16.csv
 """
 
 from __future__ import annotations
@@ -90,8 +91,10 @@ def accuracy(ens: RewardEnsemble, test: list[tuple], penalty: float) -> float:
     return float(np.mean((pl > pr)[decided] == (tl > tr)[decided]))
 
 
-def run(ratio: float, seed: int, train_pairs: list, test: list, norm_obs: np.ndarray, args, penalty: float) -> list[dict]:
-    cfg = resolve(TrainConfig(env_id=ENV, seed=seed, reward_train_ratio=ratio, reward_batch=args.batch))
+def run(ratio: float, seed: int, train_pairs: list, test: list, norm_obs: np.ndarray, args, penalty: float,
+        dtype: str = "float32") -> list[dict]:
+    cfg = resolve(TrainConfig(env_id=ENV, seed=seed, reward_train_ratio=ratio, reward_batch=args.batch,
+                              reward_dtype=dtype))
     ens = RewardEnsemble.from_config(cfg, (4, 84, 84), 9)
     data = PreferenceDataset.from_config(cfg)
     rows, added, steps, t0 = [], 0, 0, time.process_time()
@@ -104,7 +107,7 @@ def run(ratio: float, seed: int, train_pairs: list, test: list, norm_obs: np.nda
 
     def record(metrics):
         ens.update_normalization(norm_obs)
-        rows.append(dict(ratio=ratio, every=args.every, batch=args.batch, seed=seed, labels=added, agent_steps=steps,
+        rows.append(dict(ratio=ratio, reward_dtype=dtype, every=args.every, batch=args.batch, seed=seed, labels=added, agent_steps=steps,
                          reward_train_steps=ens.train_steps, comparisons_per_member=ens.comparisons_seen,
                          heldout_pref_accuracy=accuracy(ens, test, penalty),
                          val_accuracy=metrics.get("val_accuracy", math.nan), cpu_s=time.process_time() - t0))
@@ -141,6 +144,7 @@ def main(argv=None) -> int:
     p.add_argument("--marks", default="64,120,190,260")
     p.add_argument("--vector-steps", type=int, default=1500, help="collection length per set (x16 envs)")
     p.add_argument("--test-pairs", type=int, default=400)
+    p.add_argument("--dtypes", default="float32", help="reward_dtype values to compare (float32,bfloat16)")
     p.add_argument("--csv")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -161,7 +165,8 @@ def main(argv=None) -> int:
     rows = []
     for seed in (int(s) for s in a.seeds.split(",")):
         for ratio in (float(r) for r in a.ratios.split(",")):
-            rows += run(ratio, seed, train_pairs, test, norm_obs, a, penalty)
+            for dtype in a.dtypes.split(","):
+                rows += run(ratio, seed, train_pairs, test, norm_obs, a, penalty, dtype)
             if a.csv:
                 with open(a.csv, "w", newline="") as f:
                     w = csv.DictWriter(f, fieldnames=list(rows[0]))
