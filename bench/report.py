@@ -194,15 +194,22 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def grid_markdown(table: pd.DataFrame) -> str:
-    view = pd.DataFrame({
-        "budget": table["budget_label"], "method": table["method"], "seeds": table["n"].astype(str),
+def _summary_columns(table: pd.DataFrame) -> dict[str, list[str]]:
+    """The columns every results table shares: mean and IQM with their CIs, min, max, labels."""
+    return {
         "mean [95% CI]": [f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]" for m, lo, hi in
                           zip(table["mean"], table["mean_ci_low"], table["mean_ci_high"])],
         "IQM [95% CI]": [f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]" for m, lo, hi in
                          zip(table["iqm"], table["iqm_ci_low"], table["iqm_ci_high"])],
         "min": [_fmt(v) for v in table["min"]], "max": [_fmt(v) for v in table["max"]],
         "labels used": [_fmt(v, 0) for v in table["labels_used"]],
+    }
+
+
+def grid_markdown(table: pd.DataFrame) -> str:
+    view = pd.DataFrame({
+        "budget": table["budget_label"], "method": table["method"], "seeds": table["n"].astype(str),
+        **_summary_columns(table),
         "env steps": [_fmt(v, 0) for v in table["env_steps"]],
     })
     return markdown_table(view)
@@ -335,12 +342,7 @@ def teacher_markdown(table: pd.DataFrame) -> str:
         "noise level": [_level_text(f, lv) for f, lv in zip(table["family"], table["level"])],
         "method": table["method"], "budget": [_fmt(b) if b else "–" for b in table["budget"]],
         "seeds": table["n"].astype(str),
-        "mean [95% CI]": [f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]" for m, lo, hi in
-                          zip(table["mean"], table["mean_ci_low"], table["mean_ci_high"])],
-        "IQM [95% CI]": [f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]" for m, lo, hi in
-                         zip(table["iqm"], table["iqm_ci_low"], table["iqm_ci_high"])],
-        "min": [_fmt(v) for v in table["min"]], "max": [_fmt(v) for v in table["max"]],
-        "labels used": [_fmt(v, 0) for v in table["labels_used"]],
+        **_summary_columns(table),
         "equal": [_pct(v) for v in table["frac_equal"]],
         "incomparable": [_pct(v) for v in table["frac_incomparable"]],
         "label error vs rational": [_pct(v) for v in table["label_error"]],

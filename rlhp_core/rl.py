@@ -500,6 +500,15 @@ class _ActorCritic:
         ret_t = torch.as_tensor(returns.reshape(-1), device=self.device)
         return lr, returns, obs, actions, adv_t, ret_t
 
+    def _step(self, loss: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on ``loss`` with the gradient clipped to ``max_grad_norm``; returns the
+        norm before clipping."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), self.settings.max_grad_norm, foreach=True)
+        self.optimizer.step()
+        return grad_norm
+
 
 # =================================================================================================
 # A2C
@@ -527,10 +536,7 @@ class A2C(_ActorCritic):
         ent = entropy.mean()
         loss = pg_loss - s.ent_coef * ent + s.vf_coef * v_loss
 
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), s.max_grad_norm, foreach=True)
-        self.optimizer.step()
+        grad_norm = self._step(loss)
         self._finish(rollout)
         return {
             "losses/policy": pg_loss.item(),
@@ -589,10 +595,7 @@ class PPO(_ActorCritic):
                 ent = entropy.mean()
                 loss = pg_loss - s.ent_coef * ent + s.vf_coef * v_loss
 
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), s.max_grad_norm, foreach=True)
-                self.optimizer.step()
+                grad_norm = self._step(loss)
                 sums += torch.stack([pg_loss.detach(), v_loss.detach(), ent.detach(), approx_kl,
                                      clipfrac, grad_norm.detach()])
                 n += 1
