@@ -197,7 +197,8 @@ def loop_speed(cfg: TrainConfig, steps: int, parts: bool = True, frame_per_windo
         summary = learner.run()
         wall, cpu = time.perf_counter() - state["t0"], time.process_time() - state["c0"]
         n = learner.env_steps - state["start"]
-        fits = learner.ensemble.train_steps if learner.prefs else 0
+        trainer = learner.fitter.trainer if learner.fitter is not None else learner.ensemble  # background: ahead
+        fits = trainer.train_steps if learner.prefs else 0
         out = {
             "steps": n, "wall_s": wall, "steps_per_s": n / wall, "cpu_us_per_step": cpu / n * 1e6,
             "labels": summary["labels"], "reward_train_steps": fits,
@@ -237,7 +238,9 @@ def _enabled(config) -> bool:
     return bool(config.getoption("benchmark_enable", False) or not config.getoption("benchmark_disable", False))
 
 
-def test_bench_enduro_loop_vs_raw_emulator(benchmark, request):
+@pytest.mark.parametrize("switches", [{}, {"reward_fit": "background", "reward_dtype": "bfloat16"}],
+                         ids=["default", "background+bf16"])
+def test_bench_enduro_loop_vs_raw_emulator(benchmark, request, switches):
     torch.set_num_threads(1)
     full = _enabled(request.config)
     steps = int(os.environ.get("RLHP_BENCH_LOOP_STEPS", 4_000 if full else 320))
@@ -246,19 +249,20 @@ def test_bench_enduro_loop_vs_raw_emulator(benchmark, request):
     res = {}
 
     def run():
-        res.update(measure(steps, raw_seconds=3.0 if full else 1.0, **smoke))
+        res.update(measure(steps, raw_seconds=3.0 if full else 1.0, **smoke, **switches))
 
     benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
     loop = res["loop"]
     benchmark.extra_info.update(
-        env_steps=loop["steps"], reward_train_ratio=loop["reward_train_ratio"], overrides=smoke,
+        env_steps=loop["steps"], reward_train_ratio=loop["reward_train_ratio"], overrides={**smoke, **switches},
         raw_steps_per_s=round(res["raw_steps_per_s"]), loop_steps_per_s=round(loop["steps_per_s"], 1),
         loop_over_raw=round(res["loop_over_raw"], 4), raw_cpu_us_per_step=round(res["raw_cpu_us_per_step"], 1),
         loop_cpu_us_per_step=round(loop["cpu_us_per_step"], 1),
         loop_over_raw_by_cpu=round(res["loop_over_raw_by_cpu"], 4), load_avg_1min=res["load_avg_1min"],
         parts_wall_s={k: round(v, 2) for k, v in loop["parts_wall_s"].items()},
     )
-    print(f"\nEnduro x{NUM_ENVS}, A2C + 3-member r̂ + reward training (ratio {loop['reward_train_ratio']}): "
+    print(f"\nEnduro x{NUM_ENVS}, A2C + 3-member r̂ + reward training (ratio {loop['reward_train_ratio']}"
+          f"{', ' + ', '.join(f'{k}={v}' for k, v in switches.items()) if switches else ''}): "
           f"loop {loop['steps_per_s']:.0f} steps/s, raw emulator {res['raw_steps_per_s']:.0f} steps/s "
           f"-> {res['loop_over_raw']:.3f}x (by CPU time {res['loop_over_raw_by_cpu']:.3f}x), "
           f"load {res['load_avg_1min']:.1f}")
