@@ -1,7 +1,8 @@
 """One parameterised scripted teacher; the B-Pref family (Lee et al. 2021) are presets of it.
 
 A teacher looks only at the true env reward of each segment (``Segment.true_rewards``) and at
-where episodes ended inside it (``Segment.episode_ends``). It never sees observations.
+where episodes terminated inside it (``Segment.terminations``: ends that were not a time limit).
+It never sees observations.
 
 How a teacher answers one query (left segment 1, right segment 2), rule by rule:
 
@@ -177,8 +178,8 @@ ENV_DEFAULTS: tuple[EnvDefaults, ...] = (
     EnvDefaults(r"^Swimmer-", 0.0, 0.1, "episodes end only at the time limit"),
     EnvDefaults(r"^Pendulum-", 0.0, -0.75, "episodes end only at the time limit; reward <= 0 (upright = 0)"),
     EnvDefaults(r"^MountainCar-", 0.0, -1.0,
-                "-1 every step and the goal ends the episode (a success), but episode_ends cannot tell the goal "
-                "from the time limit, so no default; a negative penalty (a bonus) rewards reaching the goal"),
+                "-1 every step and reaching the goal terminates the episode (a success; time limits are never "
+                "penalised), so no default penalty; a negative one (a bonus) rewards reaching the goal"),
 )
 """Project choices (the paper gives no numbers). Override with episode_end_penalty= / reward_per_step=."""
 
@@ -228,12 +229,13 @@ class Teacher:
         return f"Teacher({self.name!r}, {self.params})"
 
     # -- perceived returns ---------------------------------------------------------------------
-    def returns_from_arrays(self, rewards: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:
-        """Perceived return over the last axis (time): sum_t gamma**(H-1-t) * (r_t - penalty * end_t)."""
+    def returns_from_arrays(self, rewards: np.ndarray, terminations: np.ndarray) -> np.ndarray:
+        """Perceived return over the last axis (time): sum_t gamma**(H-1-t) * (r_t - penalty * end_t),
+        end_t = the episode terminated after step t (a time limit is no fault of the agent's)."""
         rewards = np.asarray(rewards, dtype=np.float64)
-        ends = np.asarray(episode_ends, dtype=np.float64)
+        ends = np.asarray(terminations, dtype=np.float64)
         if rewards.shape != ends.shape:
-            raise ValueError(f"rewards have shape {rewards.shape} but episode_ends {ends.shape}; they must match")
+            raise ValueError(f"rewards have shape {rewards.shape} but terminations {ends.shape}; they must match")
         if not np.all(np.isfinite(rewards)):
             raise ValueError("segment true_rewards must be finite (found NaN or inf)")
         w = myopic_weights(rewards.shape[-1], self.params.gamma)
@@ -242,14 +244,14 @@ class Teacher:
     def segment_returns(self, segs: Segment | Sequence[Segment]) -> float | np.ndarray:
         """Perceived return of one segment (a float) or of each of a sequence (an array)."""
         if isinstance(segs, Segment):
-            return float(self.returns_from_arrays(segs.true_rewards, segs.episode_ends))
+            return float(self.returns_from_arrays(segs.true_rewards, segs.terminations))
         out = np.empty(len(segs), dtype=np.float64)
         by_len: dict[int, list[int]] = {}
         for i, s in enumerate(segs):
             by_len.setdefault(s.length, []).append(i)
         for _, idx in by_len.items():  # one vectorised product per segment length (usually one)
             r = np.stack([segs[i].true_rewards for i in idx])
-            e = np.stack([segs[i].episode_ends for i in idx])
+            e = np.stack([segs[i].terminations for i in idx])
             out[idx] = self.returns_from_arrays(r, e)
         return out
 

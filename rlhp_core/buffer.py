@@ -23,18 +23,21 @@ class SegmentBuffer:
         self.actions = np.zeros((capacity, num_envs, *action_shape), dtype=action_dtype)
         self.true_rewards = np.zeros((capacity, num_envs), dtype=np.float32)
         self.episode_ends = np.zeros((capacity, num_envs), dtype=bool)
+        self.truncations = np.zeros((capacity, num_envs), dtype=bool)
         self.keep_frames = keep_frames
         self.frames: np.ndarray | None = None  # allocated at the first frames seen (their size depends on the env)
         self.steps_written = 0
         """Per-env step count ever written (also the global step index of the next row)."""
 
-    def add(self, obs, actions, true_rewards, episode_ends, frames=None) -> None:
-        """Append one step of all envs: obs the action was taken in, the action, what followed."""
+    def add(self, obs, actions, true_rewards, episode_ends, frames=None, truncations=None) -> None:
+        """Append one step of all envs: obs the action was taken in, the action, what followed.
+        ``truncations``: which of the ends were time limits (default: none)."""
         i = self.steps_written % self.capacity
         self.obs[i] = obs
         self.actions[i] = actions
         self.true_rewards[i] = true_rewards
         self.episode_ends[i] = episode_ends
+        self.truncations[i] = False if truncations is None else truncations
         if self.keep_frames and frames is not None:
             if self.frames is None:
                 self.frames = np.zeros((self.capacity, *frames.shape), dtype=np.uint8)
@@ -81,4 +84,5 @@ class SegmentBuffer:
             frames=take("frames") if self.frames is not None else None,
             env_index=int(env),
             start_step=int(start),
+            truncations=take("truncations"),
         )

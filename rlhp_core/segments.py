@@ -3,7 +3,8 @@
 A segment is a fixed-length window of one env's stream. The agent sees one continuous
 stream (no episode-end signal, as in the paper), so a segment may contain the step where an
 episode ended; ``episode_ends`` marks it so that the scripted oracle can apply the paper's
-penalty and a person's clip can show the cut. It is never hidden.
+penalty and a person's clip can show the cut. It is never hidden. ``truncations`` says which of
+those ends were a time limit (not the agent's doing): the penalty skips them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Segment:
     actions: (T, *action_shape) the actions taken.
     true_rewards: (T,) float32 env reward, unclipped; only scripted oracles read it.
     episode_ends: (T,) bool, True at a step after which the episode ended (env reset).
+    truncations: (T,) bool, True where that end was a time limit and not a termination; None
+        (segments stored before this field existed) counts every end as a termination.
     frames: (T, H, W, 3) uint8 raw RGB render for people, or None when not kept.
     env_index, start_step: where it came from (which env, global step count at its start).
     """
@@ -46,11 +49,12 @@ class Segment:
     env_index: int = 0
     start_step: int = 0
     extras: dict = field(default_factory=dict)
+    truncations: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.obs)
-        for name in ("actions", "true_rewards", "episode_ends"):
-            if len(getattr(self, name)) != n:
+        for name in ("actions", "true_rewards", "episode_ends", "truncations"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != n:
                 raise ValueError(f"segment field {name} has length {len(getattr(self, name))}, expected {n}")
         if self.frames is not None and len(self.frames) != n:
             raise ValueError(f"segment frames have length {len(self.frames)}, expected {n}")
@@ -58,6 +62,12 @@ class Segment:
     @property
     def length(self) -> int:
         return len(self.obs)
+
+    @property
+    def terminations(self) -> np.ndarray:
+        """(T,) bool: episode ends that were not a time limit (where the teacher's penalty applies)."""
+        ends = np.asarray(self.episode_ends, dtype=bool)
+        return ends if self.truncations is None else ends & ~np.asarray(self.truncations, dtype=bool)
 
     def to_bytes(self, with_frames: bool = True) -> bytes:
         """Compressed npz: how segments travel into the label store."""
@@ -69,6 +79,8 @@ class Segment:
             episode_ends=self.episode_ends,
             meta=np.array([self.env_index, self.start_step], dtype=np.int64),
         )
+        if self.truncations is not None:
+            arrays["truncations"] = self.truncations
         if with_frames and self.frames is not None:
             arrays["frames"] = self.frames
         np.savez_compressed(buf, **arrays)
@@ -87,6 +99,7 @@ class Segment:
                 frames=frames,
                 env_index=env_index,
                 start_step=start_step,
+                truncations=z["truncations"] if "truncations" in z.files else None,
             )
 
 

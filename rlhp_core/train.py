@@ -354,7 +354,7 @@ class Learner:
         actions, extras = self.algo.act(obs)
         out = self.env.step(actions)
         ended = out.terminated | out.truncated
-        self.buffer.add(obs, actions, out.reward, ended, frames)
+        self.buffer.add(obs, actions, out.reward, ended, frames, truncations=out.truncated & ~out.terminated)
         for _, ret, length in out.episodes:
             self.episodes.add(ret, length)
         self.env_steps += self.cfg.num_envs
@@ -460,8 +460,8 @@ class Learner:
         obs, act = self.buffer.gather(envs, starts, L, "obs"), self.buffer.gather(envs, starts, L, "actions")
         pred = self.ensemble.predict(obs.reshape(-1, *obs.shape[2:]), act.reshape(-1, *act.shape[2:]))
         pred = pred.reshape(len(envs), L).sum(1)
-        ends = self.buffer.gather(envs, starts, L, "episode_ends").sum(1)
-        true = self.buffer.gather(envs, starts, L, "true_rewards").sum(1) - self._end_penalty * ends
+        ends = self.buffer.gather(envs, starts, L, "episode_ends") & ~self.buffer.gather(envs, starts, L, "truncations")
+        true = self.buffer.gather(envs, starts, L, "true_rewards").sum(1) - self._end_penalty * ends.sum(1)
         out = {}
         if np.std(pred) > 0 and np.std(true) > 0:
             out["reward/pred_true_corr"] = float(np.corrcoef(pred, true)[0, 1])

@@ -90,6 +90,24 @@ def test_episode_end_penalty_breaks_constant_reward_ties():
     assert teacher().answer(q) == "equal"  # no penalty: every pair ties
 
 
+def test_time_limit_ends_are_not_penalised():
+    """A time limit (truncation) is no fault of the agent's: only terminations cost the penalty.
+    Segments stored before the field existed (truncations None) count every end."""
+    t = teacher_for_env("rational", np.random.default_rng(0), env_id="CartPole-v1")
+    ends = np.zeros(H, bool)
+    ends[10] = True
+    timed_out = Segment(obs=np.zeros((H, 2), np.uint8), actions=np.zeros(H, np.int64), true_rewards=np.ones(H, np.float32),
+                        episode_ends=ends, truncations=ends.copy())
+    assert not timed_out.terminations.any() and seg(np.ones(H), ends).terminations[10]
+    assert t.answer(Query("q", seg(np.ones(H)), timed_out)) == "equal"
+    assert t.segment_returns([timed_out, seg(np.ones(H), ends)]).tolist() == [
+        H, H - t.params.episode_end_penalty]
+    back = Segment.from_bytes(timed_out.to_bytes())
+    np.testing.assert_array_equal(back.truncations, ends)
+    legacy = Segment.from_bytes(seg(np.ones(H), ends).to_bytes())
+    assert legacy.truncations is None and legacy.terminations[10]
+
+
 # --- preset rates ---------------------------------------------------------------------------
 def test_rational_prefers_higher_return_and_answers_ties_equal():
     t = parse_teacher("rational", np.random.default_rng(0))

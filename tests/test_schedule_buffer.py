@@ -32,13 +32,14 @@ def test_buffer_windows_and_wraparound():
                         action_dtype=np.int64)
     for t in range(25):
         buf.add(np.array([[t], [100 + t]], dtype=np.float32), np.array([t, t]), np.array([t, -t]),
-                np.array([t % 7 == 0, False]))
+                np.array([t % 7 == 0, False]), truncations=np.array([t == 21, False]))
     assert buf.filled == 10
     seg = buf.segment(1, 17, 5)
     np.testing.assert_array_equal(seg.obs[:, 0], 100 + np.arange(17, 22))
     np.testing.assert_array_equal(seg.true_rewards, -np.arange(17, 22))
     seg0 = buf.segment(0, 20, 5)
     np.testing.assert_array_equal(seg0.episode_ends, np.arange(20, 25) % 7 == 0)
+    np.testing.assert_array_equal(seg0.terminations, [False] * 5)  # the end at step 21 was a time limit
     envs, starts = buf.sample_starts(200, 5, np.random.default_rng(0))
     assert starts.min() >= 15 and starts.max() <= 20
 
