@@ -542,6 +542,8 @@ def _patch_task(rng, n, t=2):
     return frames, ret
 
 
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+                    reason="this CPU has no native bf16 (AVX512-BF16/AMX): bf16 convs would be emulated, too slow here")
 def test_bf16_learns_a_cnn_reward_as_well_as_float32():
     rng = np.random.default_rng(0)
     frames, ret = _patch_task(rng, 160)
