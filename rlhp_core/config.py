@@ -98,7 +98,7 @@ class TrainConfig:
     dropout: float | None = None
     """Dropout on conv layers (Atari: 0.5, paper). None: 0.5 on Atari, 0.0 otherwise."""
     reward_dtype: str = "float32"
-    """Precision of the reward CNN's conv stack: 'float32' or 'bfloat16' (convs, batch norm and dropout in bf16 against float32 master weights; dense layers, loss and optimiser stay float32). bf16 makes reward training ~1.7x and inference ~1.9x faster on a CPU with AVX512-BF16 or AMX (results/speed/); without them it is emulated and slower. The MLP reward model is always float32."""
+    """Precision of the reward CNN's conv stack: 'float32' or 'bfloat16' (convs, batch norm and dropout in bf16 against float32 master weights; dense layers, loss and optimiser stay float32). bf16 makes reward training ~1.7x and inference ~1.9x faster on a CPU with AVX512-BF16 or AMX (results/speed/); without them it is emulated and slower. It cost some reward-model accuracy per label on an offline Enduro check, so it is for when wall time matters more than labels. The MLP reward model is always float32."""
 
     # --- RL ----------------------------------------------------------------------------------
     lr: float | None = None
