@@ -97,9 +97,10 @@ def final_returns(trials: pd.DataFrame):
     order = list(dict.fromkeys(trials.sort_values("budget")["budget_label"]))
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(order) * max(1, trials["method"].nunique()) ** 0.5), 4.2),
                            constrained_layout=True)
+    several = trials["method"].nunique() > 1  # seaborn divides by (hue levels - 1) when dodging
     sns.pointplot(data=trials, x="budget_label", y="value", hue="method", order=order, errorbar=("ci", 95),
-                  dodge=0.4, linestyle="none", capsize=0.1, ax=ax)
-    sns.stripplot(data=trials, x="budget_label", y="value", hue="method", order=order, dodge=True, alpha=0.4,
+                  dodge=0.4 if several else False, linestyle="none", capsize=0.1, ax=ax)
+    sns.stripplot(data=trials, x="budget_label", y="value", hue="method", order=order, dodge=several, alpha=0.4,
                   legend=False, ax=ax)
     ax.set_xlabel("label budget")
     ax.set_ylabel("final return (mean of last 10 episodes)")

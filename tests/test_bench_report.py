@@ -229,3 +229,14 @@ def test_noise_sweep_report_per_teacher_with_label_statistics(tmp_path, capsys):
     (out / "interpretation.md").write_text("Noise costs this much.\n")
     assert report([str(d), "--out", str(out)]) == 0
     assert "## Interpretation\n\nNoise costs this much." in (out / "README.md").read_text()
+
+
+def test_final_returns_plot_with_a_single_method():
+    """A one-cell sweep (e.g. one long true-reward run) still gets its plot (seaborn cannot dodge
+    a single hue level)."""
+    from bench import plots
+
+    trials = pd.DataFrame({"budget": [0, 0], "budget_label": ["true reward"] * 2, "method": ["true-reward"] * 2,
+                           "value": [0.0, 1.0]})
+    fig = plots.final_returns(trials)
+    assert fig.axes and fig.axes[0].get_title() == "Final return per budget and method"
