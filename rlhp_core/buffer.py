@@ -68,10 +68,18 @@ class SegmentBuffer:
         envs = rng.integers(0, self.num_envs, size=count)
         return envs, starts
 
+    @property
+    def terminations(self) -> np.ndarray:
+        """(capacity, N) bool: episode ends that were not a time limit (Segment.terminations)."""
+        return self.episode_ends & ~self.truncations
+
+    def window_rows(self, starts: np.ndarray, length: int) -> np.ndarray:
+        """(count, length) ring-buffer rows of windows starting at global steps ``starts``."""
+        return (starts[:, None] + np.arange(length)[None, :]) % self.capacity
+
     def gather(self, envs: np.ndarray, starts: np.ndarray, length: int, field: str) -> np.ndarray:
-        """One field for many windows at once: (count, length, ...)."""
-        rows = (starts[:, None] + np.arange(length)[None, :]) % self.capacity
-        return getattr(self, field)[rows, envs[:, None]]
+        """One field (or ``terminations``) for many windows at once: (count, length, ...)."""
+        return getattr(self, field)[self.window_rows(starts, length), envs[:, None]]
 
     def segment(self, env: int, start: int, length: int) -> Segment:
         e, s = np.array([env]), np.array([start])

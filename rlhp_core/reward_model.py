@@ -856,6 +856,11 @@ def _space_to_action_spec(action_space) -> tuple[int | None, tuple[int, ...]]:
     raise ValueError(f"unsupported action space {action_space!r}; expected Discrete, Box, int or shape tuple")
 
 
+def bt_prob(left_returns: np.ndarray, right_returns: np.ndarray) -> np.ndarray:
+    """Bradley-Terry P(left > right) from summed segment rewards: a sigmoid, overflow-free via tanh."""
+    return 0.5 * (1.0 + np.tanh(0.5 * (left_returns - right_returns)))
+
+
 class RewardEnsemble:
     """An ensemble of reward predictors r̂(o, a) trained on comparisons (see module docstring).
 
@@ -1137,8 +1142,7 @@ class RewardEnsemble:
         rr = self.segment_returns(right_obs, right_actions)
         if rl.shape != rr.shape:
             raise ValueError(f"left and right batches differ: {rl.shape[1]} vs {rr.shape[1]} pairs")
-        p = 0.5 * (1.0 + np.tanh(0.5 * (rl - rr)))  # sigmoid, overflow-free
-        return (1.0 - noise) * p + noise / 2.0
+        return (1.0 - noise) * bt_prob(rl, rr) + noise / 2.0
 
     # --- training -----------------------------------------------------------------------
     def _check_dataset(self, dataset: PreferenceDataset) -> None:

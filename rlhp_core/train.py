@@ -39,7 +39,7 @@ from .envs import episode_step_limit, make_vec_env
 from .label_store import LabelStore
 from .labeler import Labeler, RoutedLabeler
 from .queries import select_pairs
-from .reward_model import PreferenceDataset, RewardEnsemble
+from .reward_model import PreferenceDataset, RewardEnsemble, bt_prob
 from .rl import Rollout, RLSettings, make_algo
 from .schedule import LabelSchedule
 from .segments import ANSWER_MU, Query
@@ -140,8 +140,7 @@ class _StateIds:
         return self.buffer.sample_starts(count, length, rng, newer_than)
 
     def gather(self, envs: np.ndarray, starts: np.ndarray, length: int, field: str) -> np.ndarray:
-        rows = (starts[:, None] + np.arange(length)[None, :]) % self.buffer.capacity
-        return rows * self.buffer.num_envs + envs[:, None]
+        return self.buffer.window_rows(starts, length) * self.buffer.num_envs + envs[:, None]
 
 
 class Learner:
@@ -386,14 +385,14 @@ class Learner:
         Candidate windows overlap heavily (10 candidate pairs per query, drawn from the last
         ``capacity`` steps of N envs), so the ensemble is run once per distinct state instead of
         once per window step; the per-member window sums and P(left > right) are then what
-        ``member_probs`` computes on the gathered frames (sigmoid via tanh, no noise term).
+        ``member_probs`` computes on the gathered frames (no noise term).
         """
         ids = np.concatenate([left_ids.reshape(-1), right_ids.reshape(-1)])
         uniq, inverse = np.unique(ids, return_inverse=True)
         rows, envs = np.divmod(uniq, self.buffer.num_envs)
         raw = self.ensemble.raw_rewards(self.buffer.obs[rows, envs], self.buffer.actions[rows, envs])  # (M, U)
         rets = raw[:, inverse.reshape(-1)].reshape(raw.shape[0], 2, *left_ids.shape).sum(axis=3)
-        return 0.5 * (1.0 + np.tanh(0.5 * (rets[:, 0] - rets[:, 1])))
+        return bt_prob(rets[:, 0], rets[:, 1])
 
     def _ingest_answers(self) -> None:
         """Add every new live answer to the dataset; drop those retracted (a person's undo)."""
@@ -460,8 +459,8 @@ class Learner:
         obs, act = self.buffer.gather(envs, starts, L, "obs"), self.buffer.gather(envs, starts, L, "actions")
         pred = self.ensemble.predict(obs.reshape(-1, *obs.shape[2:]), act.reshape(-1, *act.shape[2:]))
         pred = pred.reshape(len(envs), L).sum(1)
-        ends = self.buffer.gather(envs, starts, L, "episode_ends") & ~self.buffer.gather(envs, starts, L, "truncations")
-        true = self.buffer.gather(envs, starts, L, "true_rewards").sum(1) - self._end_penalty * ends.sum(1)
+        ends = self.buffer.gather(envs, starts, L, "terminations").sum(1)
+        true = self.buffer.gather(envs, starts, L, "true_rewards").sum(1) - self._end_penalty * ends
         out = {}
         if np.std(pred) > 0 and np.std(true) > 0:
             out["reward/pred_true_corr"] = float(np.corrcoef(pred, true)[0, 1])
