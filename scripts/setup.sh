@@ -12,6 +12,15 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "note: install Debian's chromium (apt-get install chromium) to run the browser tests" >&2
   fi
 fi
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  # the multi-worker sweep test starts a throwaway PostgreSQL server (tests/test_sweep_postgres.py)
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+      || echo "warning: could not install PostgreSQL; the multi-worker sweep test will be skipped" >&2
+  else
+    echo "note: install PostgreSQL (apt-get install postgresql) to run the multi-worker sweep test" >&2
+  fi
+fi
 [ -d .venv ] || python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
