@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rlhp_core.allocator import active_allocator
+
 PACKAGES = ("rlhp", "torch", "gymnasium", "ale-py", "numpy", "optuna", "mlflow", "pandas", "seaborn", "scipy")
 
 
@@ -30,7 +32,8 @@ def machine() -> dict:
         pass
     nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     out = {"host": platform.node(), "nproc": nproc, "cpu": cpu, "memory": mem,
-           "os": platform.platform(), "python": platform.python_version()}
+           "os": platform.platform(), "python": platform.python_version(),
+           "malloc": active_allocator()}  # tcmalloc vs glibc: 1.7x on the Enduro loop (rlhp_core/allocator.py)
     torch = sys.modules.get("torch")  # only when the learner has loaded it already
     if torch is not None:
         try:

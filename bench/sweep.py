@@ -1053,4 +1053,7 @@ def main(argv: list[str] | None = None, *, train_fn: TrainFn | None = None, prog
 
 
 if __name__ == "__main__":
+    from rlhp_core.allocator import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc()  # before anything allocates: 1.7x on the Enduro loop (rlhp_core/allocator.py)
     sys.exit(main())

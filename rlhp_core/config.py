@@ -16,7 +16,7 @@ ALGOS = ("a2c", "ppo")
 REWARD_SOURCES = ("preferences", "true")
 QUERY_SELECTIONS = ("disagreement", "random")
 REWARD_DTYPES = ("float32", "bfloat16")
-REWARD_FITS = ("sync", "background")
+REWARD_FITS = ("auto", "sync", "background")
 
 
 def is_atari(env_id: str) -> bool:
@@ -91,8 +91,8 @@ class TrainConfig:
     """Comparisons the reward model trains on per RL agent step (paper: ~1 per 10 steps = 0.1)."""
     reward_update_every: int = 1_000
     """Agent steps between reward-model refits (labels are collected and trained in chunks)."""
-    reward_fit: str = "sync"
-    """'sync': the loop waits for each refit's training. 'background': the training runs on a second thread while RL goes on with the previous r̂ and is installed at the next refit, so r̂ lags one refit interval (the paper runs its parts asynchronously too); as reproducible as 'sync', and reward training gets a core of its own (results/speed/: same label efficiency as 'sync' on Pendulum over 8 seeds; ~2x faster Enduro loop on 2 cores)."""
+    reward_fit: str = "auto"
+    """'sync': the loop waits for each refit's training. 'background': the training runs on a second thread while RL goes on with the previous r̂ and is installed at the next refit, so r̂ lags one refit interval (the paper runs its parts asynchronously too); as reproducible as 'sync', and reward training gets a core of its own (results/speed/: same label efficiency as 'sync' on Pendulum over 8 seeds). 'auto': 'background' on Atari, where the reward CNN's training is most of the loop's work, 'sync' on vector envs, where the MLP's is cheap."""
     adaptive_l2: bool = True
     """Keep val/train loss in [1.1, 1.5] by raising/lowering L2 (paper). False = the 'no regularisation' ablation's L2 part."""
     dropout: float | None = None
@@ -171,6 +171,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         c.label_schedule_constant = 5e6 if atari else 2e6
     if c.reward_fit not in REWARD_FITS:
         raise ValueError(f"reward_fit {c.reward_fit!r} is not one of {REWARD_FITS}")
+    if c.reward_fit == "auto":
+        c.reward_fit = "background" if atari else "sync"
     if c.reward_dtype not in REWARD_DTYPES:
         raise ValueError(f"reward_dtype {c.reward_dtype!r} is not one of {REWARD_DTYPES}")
     if c.reward_std is None:

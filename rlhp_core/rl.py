@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -349,6 +350,7 @@ class _ActorCritic:
         self.steps_seen = 0
         """Agent steps consumed by update() so far (drives the lr schedule)."""
         self.num_updates = 0
+        self._act_forwards: deque = deque(maxlen=self.n_steps)  # (obs, out, value) of the last acts
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         raise NotImplementedError
@@ -357,13 +359,23 @@ class _ActorCritic:
     def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(obs, device=self.device)
 
-    @torch.no_grad()
+    keeps_act_graph = False
+    """A2C: act() keeps its forward pass (with autograd) for the next update, which then needs no
+    second forward over the same frames with the same weights (see :meth:`_forwards_of`)."""
+
     def act(self, obs: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Sample actions for a batch (N, *obs_shape). Returns actions (N,) int64 or (N, act_dim)
         float32 (unclipped), and extras {'values': (N,), 'logprobs': (N,)} float32."""
-        out, value = self.net(self._obs_tensor(obs))
-        action, logp = self.net.sample(out, self._act_gen)
-        return action.cpu().numpy(), {"values": value.cpu().numpy(), "logprobs": logp.cpu().numpy()}
+        with torch.set_grad_enabled(self.keeps_act_graph):
+            if self.keeps_act_graph:
+                # a private copy: the graph saves its input, and the caller may reuse its array
+                obs = np.array(obs, copy=True)
+            out, value = self.net(self._obs_tensor(obs))
+            with torch.no_grad():
+                action, logp = self.net.sample(out, self._act_gen)
+        if self.keeps_act_graph:
+            self._act_forwards.append((obs, out, value))
+        return action.cpu().numpy(), {"values": value.detach().cpu().numpy(), "logprobs": logp.cpu().numpy()}
 
     @torch.no_grad()
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
@@ -451,6 +463,16 @@ class _ActorCritic:
         actions = torch.as_tensor(np.asarray(r.actions), device=self.device, dtype=act_dtype)
         return obs, actions.reshape(T * N, *self.action_shape)
 
+    def _forwards_of(self, r: Rollout, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's outputs (with autograd) on the rollout's T*N observations: those of the
+        last T act() calls when they were made on exactly these observations (the learner's loop),
+        else a fresh forward pass (any other caller, e.g. after a resume). The same numbers either
+        way, with the same weights: nothing changes the weights between act() and update()."""
+        kept, self._act_forwards = list(self._act_forwards), deque(maxlen=self.n_steps)
+        if len(kept) == len(r.obs) and all(np.array_equal(o, r.obs[t]) for t, (o, _, _) in enumerate(kept)):
+            return torch.cat([out for _, out, _ in kept]), torch.cat([v for _, _, v in kept])
+        return self.net(obs)
+
     def _finish(self, r: Rollout) -> None:
         self.steps_seen += int(r.rewards.size)
         self.num_updates += 1
@@ -483,6 +505,7 @@ class _ActorCritic:
             raise ValueError(f"state is for algo {d.get('algo')!r}, this is {self.name!r}")
         self.net.load_state_dict(d["net"])
         self.optimizer.load_state_dict(d["optimizer"])
+        self._act_forwards.clear()  # made with the weights before the load
         self.steps_seen = int(d["steps_seen"])
         self.num_updates = int(d["num_updates"])
         self._act_gen.set_state(d["act_gen"].cpu())
@@ -518,6 +541,7 @@ class A2C(_ActorCritic):
     n-step returns (gae_lambda 1), loss = pg - ent_coef * entropy + vf_coef * MSE(V, R)."""
 
     name = "a2c"
+    keeps_act_graph = True
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         s = self.settings
@@ -529,7 +553,7 @@ class A2C(_ActorCritic):
         s = self.settings
         lr, returns, obs, actions, adv_t, ret_t = self._prepare(rollout)
 
-        out, value = self.net(obs)
+        out, value = self._forwards_of(rollout, obs)
         logp, entropy = self.net.log_prob_entropy(out, actions)
         pg_loss = -(adv_t * logp).mean()
         v_loss = F.mse_loss(value, ret_t)

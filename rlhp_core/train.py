@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .allocator import active_allocator, reexec_with_tcmalloc
 from .background_fit import BackgroundFit
 from .buffer import SegmentBuffer
 from .checkpoint import CheckpointError, load_latest, save_checkpoint
@@ -747,5 +748,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """The ``rlhp-train`` console script: ``main`` under tcmalloc (rlhp_core/allocator.py)."""
+    reexec_with_tcmalloc()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -42,6 +42,7 @@ import torch
 if __name__ == "__main__":  # run as a script from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rlhp_core.allocator import active_allocator  # noqa: E402
 from rlhp_core.config import TrainConfig  # noqa: E402
 from rlhp_core.envs import _default_threads  # noqa: E402
 from rlhp_core.train import Learner  # noqa: E402
@@ -203,6 +204,7 @@ def loop_speed(cfg: TrainConfig, steps: int, parts: bool = True, frame_per_windo
             "steps": n, "wall_s": wall, "steps_per_s": n / wall, "cpu_us_per_step": cpu / n * 1e6,
             "labels": summary["labels"], "reward_train_steps": fits,
             "reward_train_ratio": cfg.reward_train_ratio if learner.prefs else 0.0,
+            "reward_fit": learner.cfg.reward_fit, "reward_dtype": learner.cfg.reward_dtype,  # as resolved
         }
         if parts:
             known = {p: timer.wall.get(p, 0.0) for p in PARTS}
@@ -230,7 +232,7 @@ def measure(steps: int, ratio: float | None = None, raw_seconds: float = 3.0, fr
         "raw_steps_per_s_after": after["steps_per_s"], "raw_cpu_us_per_step": raw_cpu,
         "loop": loop, "loop_over_raw": loop["steps_per_s"] / raw_sps,
         "loop_over_raw_by_cpu": raw_cpu / loop["cpu_us_per_step"],
-        "load_avg_1min": os.getloadavg()[0], "nproc": os.cpu_count(),
+        "load_avg_1min": os.getloadavg()[0], "nproc": os.cpu_count(), "malloc": active_allocator(),
     }
 
 
@@ -343,4 +345,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from rlhp_core.allocator import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc()  # as the learner's own command line does (RLHP_MALLOC=system: glibc)
     sys.exit(main())

@@ -385,3 +385,25 @@ def test_validation_errors():
     with pytest.raises(ValueError, match="final_values_obs is None"):
         algo.update(dataclasses.replace(good, timeouts=timeouts, dones=timeouts.copy()))
     assert algo.num_updates == 0
+
+
+def test_a2c_update_reuses_the_forward_pass_of_act():
+    """The update takes the outputs of the last n_steps act() calls when they were made on the
+    rollout's observations (no second forward over the same frames), and recomputes otherwise;
+    both give the same step."""
+    settings = RLSettings(lr=7e-4, n_steps=3, num_envs=4, total_steps=10_000)
+    space = gym.spaces.Discrete(9)
+    reuse, fresh = (make_algo("a2c", (4, 84, 84), np.uint8, space, settings, CPU, 0) for _ in range(2))
+    rollout = synthetic_rollout(3, 4, (4, 84, 84), np.uint8, reuse, np.random.default_rng(0))
+    for o in rollout.obs:
+        fresh.act(o)
+    fresh.act(rollout.last_obs)  # one act too many: its kept passes no longer match the rollout
+    batches = {id(reuse): [], id(fresh): []}
+    for algo in (reuse, fresh):
+        algo.net.register_forward_hook(lambda mod, inp, out, key=id(algo): batches[key].append(inp[0].shape[0]))
+    m_reuse, m_fresh = reuse.update(rollout), fresh.update(rollout)
+    assert 12 not in batches[id(reuse)] and 12 in batches[id(fresh)]  # T*N = 12 frames
+    assert m_reuse == pytest.approx(m_fresh, rel=1e-5, abs=1e-6)
+    for x, y in zip(params(reuse), params(fresh)):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+    assert len(reuse._act_forwards) == 0 and len(fresh._act_forwards) == 0  # nothing kept past an update

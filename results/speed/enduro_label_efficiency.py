@@ -18,6 +18,7 @@ the same order, so the difference is the training ratio alone.
         --csv results/speed/enduro_label_efficiency.csv
     ... --ratios 0.01 --every 3200 --seeds 0,1 --csv results/speed/enduro_label_efficiency_e3200.csv
     ... --ratios 0.1 --dtypes float32,bfloat16 --seeds 0,1,2 --csv results/speed/enduro_label_efficiency_bf16.csv
+    ... --ratios 0.1 --dtypes bfloat16-train --seeds 0,1,2,3,4,5 --csv results/speed/enduro_label_efficiency_bf16_train.csv
 """
 
 from __future__ import annotations
@@ -94,8 +95,19 @@ def accuracy(ens: RewardEnsemble, test: list[tuple], penalty: float) -> float:
 def run(ratio: float, seed: int, train_pairs: list, test: list, norm_obs: np.ndarray, args, penalty: float,
         dtype: str = "float32") -> list[dict]:
     cfg = resolve(TrainConfig(env_id=ENV, seed=seed, reward_train_ratio=ratio, reward_batch=args.batch,
-                              reward_dtype=dtype))
+                              reward_dtype="bfloat16" if dtype == "bfloat16-train" else dtype))
     ens = RewardEnsemble.from_config(cfg, (4, 84, 84), 9)
+    if dtype == "bfloat16-train":  # train-mode passes in bf16, every eval-mode pass in float32
+        folded = ens.net._forward_folded
+
+        def float32_folded(obs):
+            ens.net.conv_dtype = torch.float32
+            try:
+                return folded(obs)
+            finally:
+                ens.net.conv_dtype = torch.bfloat16
+
+        ens.net._forward_folded = float32_folded
     data = PreferenceDataset.from_config(cfg)
     rows, added, steps, t0 = [], 0, 0, time.process_time()
 
@@ -144,7 +156,9 @@ def main(argv=None) -> int:
     p.add_argument("--marks", default="64,120,190,260")
     p.add_argument("--vector-steps", type=int, default=1500, help="collection length per set (x16 envs)")
     p.add_argument("--test-pairs", type=int, default=400)
-    p.add_argument("--dtypes", default="float32", help="reward_dtype values to compare (float32,bfloat16)")
+    p.add_argument("--dtypes", default="float32",
+                   help="reward_dtype values to compare: float32, bfloat16, and bfloat16-train (bf16 in training "
+                        "only; eval-mode passes: the L2 rule's scores, normalisation, the test, in float32)")
     p.add_argument("--csv")
     a = p.parse_args(argv)
     torch.set_num_threads(1)

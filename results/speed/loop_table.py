@@ -41,7 +41,9 @@ def row_from(res: dict, config: str, description: str, machine_state: str) -> di
     n = loop["steps"]
     row = {
         "machine_state": machine_state, "config": config, "description": description,
-        "reward_fit": over.get("reward_fit", "sync"), "reward_dtype": over.get("reward_dtype", "float32"),
+        "reward_fit": loop.get("reward_fit", over.get("reward_fit", "sync")),
+        "reward_dtype": loop.get("reward_dtype", over.get("reward_dtype", "float32")),
+        "malloc": res.get("malloc", "glibc"),  # session 3 on: tcmalloc unless RLHP_MALLOC=system
         "reward_train_ratio": loop["reward_train_ratio"] or "",
         "reward_update_every": over.get("reward_update_every", 1000), "agent_steps": n,
         "loop_steps_per_s": round(loop["steps_per_s"], 1), "raw_steps_per_s": round(res["raw_steps_per_s"]),
@@ -63,7 +65,7 @@ def add(path: str, config: str, description: str, machine_state: str) -> None:
         if k not in fields:
             fields.insert(fields.index("ms_per_step:other (loop body)") if k.startswith("ms_per_step:")
                           else fields.index("reward_train_ratio"), k)
-    earlier = {"reward_fit": "sync", "reward_dtype": "float32"}  # what rows from before these columns measured
+    earlier = {"reward_fit": "sync", "reward_dtype": "float32", "malloc": "glibc"}  # rows from before these columns
     for r in rows:
         for k in fields:
             if not r.get(k):
