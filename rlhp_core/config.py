@@ -92,7 +92,7 @@ class TrainConfig:
     reward_update_every: int = 1_000
     """Agent steps between reward-model refits (labels are collected and trained in chunks)."""
     reward_fit: str = "auto"
-    """'sync': the loop waits for each refit's training. 'background': the training runs on a second thread while RL goes on with the previous r̂ and is installed at the next refit, so r̂ lags one refit interval (the paper runs its parts asynchronously too); as reproducible as 'sync', and reward training gets a core of its own (results/speed/: same label efficiency as 'sync' on Pendulum over 8 seeds). 'auto': 'background' on Atari, where the reward CNN's training is most of the loop's work, 'sync' on vector envs, where the MLP's is cheap."""
+    """'sync': the loop waits for each refit's training. 'background': the training runs on a second thread while RL goes on with the previous r̂ and is installed at the next refit, so r̂ lags one refit interval (the paper runs its parts asynchronously too); as reproducible as 'sync', and reward training gets a core of its own (results/speed/: same label efficiency as 'sync' on Pendulum over 8 seeds). 'auto': 'background' on Atari, where the reward CNN's training is most of the loop's work, 'sync' on vector envs, where the MLP's is cheap; a resumed run keeps the mode it started with."""
     adaptive_l2: bool = True
     """Keep val/train loss in [1.1, 1.5] by raising/lowering L2 (paper). False = the 'no regularisation' ablation's L2 part."""
     dropout: float | None = None

@@ -148,12 +148,14 @@ class Learner:
     def __init__(self, cfg: TrainConfig, *, labeler: Labeler | None = None,
                  on_metrics: Callable[[int, dict[str, float]], None] | None = None,
                  should_stop: Callable[[], bool] | None = None):
+        asked_fit = cfg.reward_fit
         self.cfg = cfg = resolve(cfg)
         self.run_dir = Path(cfg.run_dir)
         self.on_metrics, self.should_stop = on_metrics, should_stop
         self.prefs = cfg.reward == "preferences"
         self.device = resolve_device(cfg.device)
-        self._check_run_dir()
+        self._check_run_dir(asked_fit)
+        cfg = self.cfg
 
         limit = episode_step_limit(cfg.env_id, cfg.max_episode_steps)
         if self.prefs and limit is not None and cfg.segment_length > limit:
@@ -215,7 +217,7 @@ class Learner:
         self._restore()
 
     # -- run directory ----------------------------------------------------------------------
-    def _check_run_dir(self) -> None:
+    def _check_run_dir(self, asked_fit: str) -> None:
         path = self.run_dir / "config.json"
         if not path.exists():
             return
@@ -224,6 +226,10 @@ class Learner:
             old = resolve(old)
         except (ValueError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path} is not a config this code can read: {exc}") from exc
+        if asked_fit == "auto" and old.reward_fit != self.cfg.reward_fit:
+            # not asked for explicitly: a run goes on as it started (runs from before 'auto'
+            # existed were 'sync' on every env)
+            self.cfg = dataclasses.replace(self.cfg, reward_fit=old.reward_fit)
         diffs = {
             f.name: (getattr(old, f.name), getattr(self.cfg, f.name))
             for f in dataclasses.fields(TrainConfig)
@@ -640,6 +646,7 @@ class Learner:
             "labels": len(self.store.current_answers()) if self.prefs else 0,
             "wall_time_s": wall,
             "sps": (self.env_steps - steps_at_start) / max(wall, 1e-9),
+            "malloc": active_allocator(),  # tcmalloc or glibc: it changes sps ~1.7x on Atari (allocator.py)
             "run_dir": str(self.run_dir),
             "stopped_early": stopped,
             "env_info": self.env.info,

@@ -85,3 +85,17 @@ def test_background_runs_are_reproducible_and_resume(tmp_path):
     assert second["env_steps"] >= 1_536 and second["labels"] > first["labels"]
     with pytest.raises(ValueError, match="reward_fit 'later' is not one of"):
         run_training(tiny(tmp_path / "d", reward_fit="later"))
+
+
+def test_auto_keeps_the_fit_mode_a_run_started_with(tmp_path):
+    """reward_fit='auto' (the default) resumes a run in the mode it was started with; an explicit
+    other mode is refused like any other changed setting."""
+    run_training(tiny(tmp_path, reward_fit="background", total_steps=768))
+    learner = Learner(tiny(tmp_path))  # auto -> sync on CartPole, but the run is 'background'
+    try:
+        assert learner.cfg.reward_fit == "background"
+    finally:
+        learner.close()
+    assert '"reward_fit": "background"' in (tmp_path / "config.json").read_text()
+    with pytest.raises(ValueError, match="reward_fit: run has 'background', asked 'sync'"):
+        Learner(tiny(tmp_path, reward_fit="sync"))

@@ -7,6 +7,9 @@ predicted-vs-true return correlation and the reward model's validation accuracy.
 
     OMP_NUM_THREADS=1 python results/speed/pendulum_label_efficiency.py --seeds 0-7 \\
         --variants sync:0.1,background:0.1 --csv results/speed/pendulum_label_efficiency_background.csv
+    # sparse labels, at the paper's Enduro rate (150 labels: 38 up front, then ~1.8 per 1,000 steps)
+    OMP_NUM_THREADS=1 python results/speed/pendulum_label_efficiency.py --seeds 0-7 --budget 150 \
+        --variants sync:0.1,sync:0.03 --csv results/speed/pendulum_label_efficiency_sparse.csv
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ from rlhp_core.config import TrainConfig  # noqa: E402
 from rlhp_core.train import run_training  # noqa: E402
 
 
-def config(run_dir: Path, reward_fit: str, ratio: float, seed: int) -> TrainConfig:
+def config(run_dir: Path, reward_fit: str, ratio: float, seed: int, budget: int = 500) -> TrainConfig:
     return TrainConfig(env_id="Pendulum-v1", algo="ppo", num_envs=4, n_steps=512, gamma=0.9, ent_coef=0.0, lr=1e-3,
-                       label_budget=500, pretrain_epochs=50, total_steps=61_440, reward_train_ratio=ratio,
+                       label_budget=budget, pretrain_epochs=50, total_steps=61_440, reward_train_ratio=ratio,
                        reward_fit=reward_fit, seed=seed, log_every=2048, progress=False, run_dir=str(run_dir))
 
 
@@ -37,13 +40,14 @@ def late_mean(rows: list[dict], key: str, from_step: int = 30_000) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def one_run(reward_fit: str, ratio: float, seed: int) -> dict:
+def one_run(reward_fit: str, ratio: float, seed: int, budget: int = 500) -> dict:
     with tempfile.TemporaryDirectory() as d:
-        summary = run_training(config(Path(d) / "run", reward_fit, ratio, seed))
+        summary = run_training(config(Path(d) / "run", reward_fit, ratio, seed, budget))
         with open(Path(d) / "run" / "metrics.csv", newline="") as f:
             rows = list(csv.DictReader(f))
     returns = [float(r["charts/episodic_return"]) for r in rows if r.get("charts/episodic_return")]
     return dict(run=f"{reward_fit}_r{ratio}_s{seed}", reward_fit=reward_fit, reward_train_ratio=ratio, seed=seed,
+                label_budget=budget,
                 final_return=summary["final_return"], return_last_3_rows=float(np.mean(returns[-3:])),
                 true_pref_accuracy_late=late_mean(rows, "reward/true_pref_accuracy"),
                 pred_true_corr_late=late_mean(rows, "reward/pred_true_corr"),
@@ -55,6 +59,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0-7", help="a range A-B or a list 0,1,2")
     p.add_argument("--variants", default="sync:0.1,background:0.1", help="reward_fit:ratio, comma-separated")
+    p.add_argument("--budget", type=int, default=500,
+                   help="labels (25%% up front); 150 gives the paper's Enduro label rate, ~1.8 per 1,000 steps")
     p.add_argument("--csv", required=True)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -67,7 +73,7 @@ def main(argv=None) -> int:
     rows = []
     for seed in seeds:
         for fit, ratio in variants:
-            rows.append(one_run(fit, ratio, seed))
+            rows.append(one_run(fit, ratio, seed, a.budget))
             print(rows[-1], flush=True)
             tmp = Path(a.csv).with_suffix(".csv.tmp")
             with open(tmp, "w", newline="") as f:
