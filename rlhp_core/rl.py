@@ -366,14 +366,14 @@ class _ActorCritic:
     def act(self, obs: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Sample actions for a batch (N, *obs_shape). Returns actions (N,) int64 or (N, act_dim)
         float32 (unclipped), and extras {'values': (N,), 'logprobs': (N,)} float32."""
-        with torch.set_grad_enabled(self.keeps_act_graph):
-            if self.keeps_act_graph:
-                # a private copy: the graph saves its input, and the caller may reuse its array
-                obs = np.array(obs, copy=True)
+        keep = self.keeps_act_graph
+        if keep:  # a private copy: the graph saves its input, and the caller may reuse its array
+            obs = np.array(obs, copy=True)
+        with torch.set_grad_enabled(keep):
             out, value = self.net(self._obs_tensor(obs))
-            with torch.no_grad():
-                action, logp = self.net.sample(out, self._act_gen)
-        if self.keeps_act_graph:
+        with torch.no_grad():
+            action, logp = self.net.sample(out, self._act_gen)
+        if keep:
             self._act_forwards.append((obs, out, value))
         return action.cpu().numpy(), {"values": value.detach().cpu().numpy(), "logprobs": logp.cpu().numpy()}
 

@@ -12,7 +12,6 @@ import pytest
 from rlhp_core import allocator
 
 ROOT = Path(__file__).resolve().parents[1]
-PROBE = "from rlhp_core.allocator import active_allocator; print(active_allocator())"
 
 
 def _env(**extra):
@@ -52,7 +51,7 @@ def test_opt_out_and_bad_setting():
     assert "RLHP_MALLOC='jemalloc' is not one of ('tcmalloc', 'system')" in bad.stderr
 
 
-def test_without_tcmalloc_torch_gets_huge_pages(monkeypatch):
+def test_without_tcmalloc_torch_gets_huge_pages():
     code = ("import os, rlhp_core.allocator as a; a.find_tcmalloc = lambda: None; a.reexec_with_tcmalloc(); "
             "print(os.environ.get('THP_MEM_ALLOC_ENABLE'), os.environ.get('_RLHP_REEXECED'), a.active_allocator())")
     out = _run(code)
