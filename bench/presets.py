@@ -56,6 +56,18 @@ METHOD_NAMES = tuple(METHODS)
 """The choices of the 'method' trial parameter. Append only: Optuna refuses a changed categorical space."""
 
 
+MEASURED_SPS: dict[tuple[str, str, bool], tuple[float, str]] = {
+    ("ALE", "a2c", True): (130.0, "results/speed/loop_speed.csv: Enduro, A2C, the full recipe at ratio 0.1, "
+                                  "background fit, tcmalloc, 2 idle cores"),
+    ("ALE", "a2c", False): (600.0, "results/speed/loop_speed.csv: Enduro, A2C on the true reward, 2 idle cores"),
+    ("ALE", "ppo", False): (210.0, "results/enduro-true-long: Enduro, PPO on the true reward, 1M steps, one worker"),
+    ("ALE", "ppo", True): (100.0, "results/enduro-budgets (150k-step cells at ratio 0.03, two workers: 47-49) "
+                                  "scaled by the later tcmalloc and background-fit gains: a rough guess until a cell has run"),
+}
+"""Agent steps/s measured on this project's 2-core machine, by (env family, algo, uses labels): the plan's
+wall-time estimate before a sweep has finished trials of its own (then their median steps/s is used)."""
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
@@ -130,17 +142,18 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="enduro-budgets",
-            summary="Enduro, A2C (the paper's setting): 290 vs 1,400 vs 5,500 labels, the true-reward baseline "
-                    "and the ablations random queries / no ensemble / offline labels",
+            summary="Enduro, PPO, 1M agent steps on the 10M-step lr horizon: 290 vs 5,500 labels from the progress "
+                    "teacher, and the true-reward baseline, 3 seeds (results/enduro-budgets/; a day or more on 2 CPU "
+                    "cores: --dry-run prints the estimate)",
             kind="grid",
             env_id="ALE/Enduro-v5",
-            algo="a2c",
-            teacher="rational",
-            env_steps=10_000_000,
-            budgets=(290, 1_400, 5_500),
-            methods=("rlhp", "true-reward", "random-queries", "no-ensemble", "offline-labels"),
+            algo="ppo",
+            teacher="progress",
+            env_steps=1_000_000,
+            budgets=(290, 5_500),
+            methods=("true-reward", "rlhp"),
             seeds=3,
-            overrides={"checkpoint_every": 250_000},
+            overrides={"checkpoint_every": 50_000, "log_every": 10_240},
         ),
         Preset(
             name="hparams",

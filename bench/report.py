@@ -37,10 +37,13 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from rlhp_core.cli import ArgumentParser
+from rlhp_core.paths import check_writable_dir
+
 from . import stats
 from .presets import METHOD_NAMES, METHODS
 from .provenance import machine, versions
-from .storage import StorageError, mask_url, normalize_url, open_storage
+from .storage import StorageError, TrackingError, check_tracking_uri, mask_url, normalize_url, open_storage
 
 RETURN, LABELS = "charts/episodic_return", "labels/answered"
 
@@ -54,23 +57,30 @@ def load_study(sweep_dir: Path, storage: str | None, study_name: str | None) -> 
     info: dict = {}
     info_path = sweep_dir / "sweep.json"
     if info_path.is_file():
-        info = json.loads(info_path.read_text())
+        try:
+            info = json.loads(info_path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UsageError(f"SWEEP_DIR {str(sweep_dir)!r}: {info_path} is not a sweep's sweep.json ({exc})") from None
+        if not isinstance(info, dict):
+            raise UsageError(f"SWEEP_DIR {str(sweep_dir)!r}: {info_path} is not a sweep's sweep.json (a JSON "
+                             f"{type(info).__name__}, not an object)")
     elif not sweep_dir.is_dir():
-        raise UsageError(f"{sweep_dir} is not a folder; expected a sweep directory (sweeps/STUDY)")
+        raise UsageError(f"SWEEP_DIR {str(sweep_dir)!r}: not a folder; expected a sweep's folder (sweeps/STUDY)")
+    given = storage is not None
     if storage is None:
         storage = info.get("storage")
         if storage is None:
             db = sweep_dir / "optuna.db"
             if not db.is_file():
-                raise UsageError(f"{sweep_dir} holds no sweep.json and no optuna.db; pass the sweep's folder "
-                                 f"(sweeps/STUDY) or --storage URL --study NAME")
+                raise UsageError(f"SWEEP_DIR {str(sweep_dir)!r}: holds no sweep.json and no optuna.db; pass the "
+                                 f"sweep's folder (sweeps/STUDY) or --storage URL --study NAME")
             storage = f"sqlite:///{db.resolve()}"
         elif "***" in storage:
             raise UsageError(f"the sweep's storage {storage} needs its password: pass --storage URL")
     try:
-        rdb = open_storage(storage, heartbeat_interval=60, grace_period=120)
+        rdb = open_storage(storage, heartbeat_interval=60, grace_period=120, create=False)
     except StorageError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"--storage: {exc}" if given else str(exc)) from None
     names = [s.study_name for s in optuna.get_all_study_summaries(rdb)]
     name = study_name or info.get("study")
     if name is None:
@@ -78,7 +88,8 @@ def load_study(sweep_dir: Path, storage: str | None, study_name: str | None) -> 
             raise UsageError(f"{mask_url(storage)} holds studies {names}; choose one with --study")
         name = names[0]
     if name not in names:
-        raise UsageError(f"study {name!r} not found in {mask_url(storage)}; studies there: {names}")
+        flag = "--study " if study_name else ""
+        raise UsageError(f"{flag}study {name!r} not found in {mask_url(storage)}; studies there: {names}")
     study = optuna.load_study(study_name=name, storage=rdb)
     info.setdefault("storage", mask_url(storage))
     info.setdefault("study", name)
@@ -577,8 +588,31 @@ def workers_used(study: optuna.Study) -> list[str]:
 
 
 # -- the report --------------------------------------------------------------------------------------
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse empty or malformed arguments before anything is read or written (UsageError naming the flag)."""
+    for name in ("sweep_dir", "out", "storage", "study", "tracking_uri"):
+        value = getattr(args, name)
+        if value is not None and not value.strip():
+            flag = "SWEEP_DIR" if name == "sweep_dir" else f"--{name.replace('_', '-')}"
+            raise UsageError(f"{flag} '': empty; leave the flag out for its default")
+    if args.tracking_uri is not None:
+        try:
+            check_tracking_uri(args.tracking_uri, reach=False, create=False)
+        except TrackingError as exc:
+            raise UsageError(f"--tracking-uri: {exc}") from None
+    if args.out is not None:
+        _check_out(Path(args.out))
+
+
+def _check_out(out: Path) -> None:
+    try:
+        check_writable_dir(out)
+    except ValueError as exc:
+        raise UsageError(f"--out {str(out)!r}: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.report",
+    p = ArgumentParser(prog="python -m bench.report",
                                 description="Turn a finished sweep into tables (mean, IQM, bootstrap 95% CIs over "
                                             "seeds), seaborn plots and a README with provenance.")
     p.add_argument("sweep_dir", help="the sweep's results directory (sweeps/STUDY)")
@@ -607,10 +641,10 @@ def _mlflow_client(uri: str | None):
 def write_report(study: optuna.Study, info: dict, sweep_dir: Path, out: Path, command: str, client) -> list[Path]:
     from . import plots
 
-    out.mkdir(parents=True, exist_ok=True)
     trials = trials_frame(study)
     if not len(trials):
         raise UsageError(f"study {study.study_name!r} has no trials yet; run the sweep first")
+    out.mkdir(parents=True, exist_ok=True)
     kind = info.get("kind") or ("grid" if "cell" in set().union(*(t.user_attrs for t in study.trials)) else "search")
     written: list[Path] = []
     trials.drop(columns=["budget_label"]).to_csv(out / "trials.csv", index=False)
@@ -772,13 +806,15 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sweep_dir = Path(args.sweep_dir)
     try:
+        check_arguments(args)
         study, info = load_study(sweep_dir, args.storage, args.study)
         out = Path(args.out) if args.out else Path("results") / study.study_name
+        _check_out(out)
         client = _mlflow_client(args.tracking_uri or info.get("tracking_uri"))
         command = "python -m bench.report " + shlex.join(argv)
         written = write_report(study, info, sweep_dir, out, command, client)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"python -m bench.report: error: {exc}", file=sys.stderr)
         return 2
     print(f"Report for study {study.study_name!r} written to {out}/:")
     for path in written:

@@ -13,10 +13,17 @@ import math
 from typing import Callable
 
 import numpy as np
-from scipy.stats import trim_mean
 
 N_BOOT = 10_000
 LEVEL = 0.95
+
+
+def trim_mean(x, cut: float, axis: int = 0):
+    """scipy.stats.trim_mean, imported on first use: scipy.stats takes seconds to import, which
+    ``bench.report`` should not spend before its input is checked."""
+    from scipy.stats import trim_mean as scipy_trim_mean
+
+    return scipy_trim_mean(x, cut, axis=axis)
 
 
 def iqm(values) -> float:

@@ -26,23 +26,27 @@ import json
 import math
 import os
 import shlex
-import socket
 import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import optuna
 from optuna.trial import TrialState
 
-from rlhp_core.config import ALGOS, TrainConfig, is_atari, resolve
+from rlhp_core.cli import ArgumentParser, check_environment
+from rlhp_core.config import ALGOS, ConfigError, TrainConfig, is_atari, parse_field, parse_int, resolve
+from rlhp_core.paths import check_writable_dir
 
-from .presets import METHOD_NAMES, METHODS, PRESETS, SEARCHED, Preset, hparams_to_config, suggest_hparams
+from .presets import MEASURED_SPS, METHOD_NAMES, METHODS, PRESETS, SEARCHED, Preset, hparams_to_config, suggest_hparams
 from .provenance import machine
-from .storage import SweepLock, StorageError, mask_url, open_storage, scheme_of
-from .tracking import Tracker, TrackingError, check_tracking_uri
+from .storage import (StorageError, SweepLock, TrackingError, check_storage_url, check_tracking_uri, mask_url,
+                      open_storage, scheme_of, this_worker)
+
+if TYPE_CHECKING:
+    from .tracking import Tracker
 
 TrainFn = Callable[..., dict]
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -51,6 +55,13 @@ AXES = ("method", "label_budget", "seed")
 """Trial parameters of a grid cell."""
 MAX_CONSECUTIVE_FAILURES = 3
 """A worker stops after this many failed trials in a row (a bug, not bad luck)."""
+MAX_TRIALS = 10_000
+"""Most grid cells or search trials one study may ask for. Each is a learner run (minutes to
+days) and a row the sweep reads on every step of its loop; more is a typo (e.g. ``--seeds 1e9``,
+which would also have to be enumerated before anything runs), not a plan."""
+MAX_HEARTBEAT_S = 86_400
+"""Longest --heartbeat-interval / --grace-period: a killed worker's trial waits a grace period
+before it is retried, and a day is already far beyond any trial's silence."""
 
 
 class UsageError(Exception):
@@ -135,8 +146,9 @@ class Settings:
                 for budget in budgets:
                     for seed in self.seeds:
                         out.append(Cell(method, budget, seed, teacher))
-        if self.teachers:  # run order = this order: every teacher's seed 0 first, so a partial sweep compares
-            out.sort(key=lambda c: c.seed)  # (stable: teachers and methods keep their order within a seed)
+        # run order = this order: every method's, budget's and teacher's seed 0 first, so a partial sweep
+        # already compares them (stable sort: they keep their order within a seed)
+        out.sort(key=lambda c: c.seed)
         return out
 
     def config(self, *, run_key: str, method: str, budget: int, seed: int, searched: dict | None = None,
@@ -155,35 +167,6 @@ class Settings:
         extra.update({"sweep": self.study, "run_key": run_key})
         fields["extra"] = extra
         return TrainConfig(**fields)
-
-
-def _parse_value(name: str, text: str):
-    """Parse --set VALUE by the TrainConfig field's annotation."""
-    kind = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}[name]
-    if "None" in kind and text.lower() in ("none", "null"):
-        return None
-    try:
-        if kind.startswith("bool"):
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if kind.startswith("int"):
-            number = float(text)
-            if not number.is_integer():
-                raise ValueError
-            return int(number)
-        if kind.startswith("float"):
-            return float(text)
-        if kind.startswith("dict"):
-            value = json.loads(text)
-            if not isinstance(value, dict):
-                raise ValueError
-            return value
-    except ValueError:
-        raise UsageError(f"--set {name}={text}: expected {kind}") from None
-    return text
 
 
 TEACHER_AXIS = "per cell (--teachers)"
@@ -207,13 +190,16 @@ def parse_overrides(items: list[str]) -> dict:
         if name in SWEEP_OWNED:
             hint = f"use {SWEEP_OWNED[name]}" if SWEEP_OWNED[name] else "the sweep sets it"
             raise UsageError(f"--set {name}: the sweep owns this parameter ({hint})")
-        out[name] = _parse_value(name, text)
+        try:
+            out[name] = parse_field(name, text)
+        except ValueError as exc:
+            raise UsageError(f"--set {name}={text}: {exc}") from None
     return out
 
 
 def _int_list(flag: str, text: str) -> tuple[int, ...]:
     try:
-        values = tuple(int(float(v.replace("_", ""))) for v in text.split(",") if v.strip())
+        values = tuple(parse_int(v.strip()) for v in text.split(",") if v.strip())
     except ValueError:
         raise UsageError(f"{flag} {text!r}: expected comma-separated integers, e.g. 290,1400,5500") from None
     if not values:
@@ -258,23 +244,24 @@ def _teacher_axis(specs: tuple[str, ...], env_id: str, segment_length: int) -> t
     return tuple(out)
 
 
-def _check_env(env_id: str) -> None:
+def _int_arg(text: str) -> int:
+    """argparse ``type`` of the count flags: 8, 8_000 or 8e3 (rlhp_core.config.parse_int)."""
     try:
-        import gymnasium as gym
+        return parse_int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
-        if is_atari(env_id):
-            import ale_py
 
-            gym.register_envs(ale_py)
-        gym.spec(env_id)
-    except ImportError:
-        return
-    except Exception as exc:
-        raise UsageError(f"--env {env_id!r}: not a registered gymnasium environment ({exc})") from None
+def _cells_per_seed(methods: tuple[str, ...], budgets: tuple[int, ...], teachers: tuple[str, ...]) -> int:
+    """Cells of a grid per seed (as Settings.cells() would list them), without listing them."""
+    return sum(len(budgets) * max(1, len(teachers)) if METHODS[m].uses_labels else 1 for m in methods)
 
 
 def settings_from_args(args: argparse.Namespace, argv: list[str]) -> Settings:
     preset = PRESETS[args.preset]
+    for name in ("study", "dir", "env", "teacher", "methods", "budgets", "storage", "tracking_uri"):
+        if getattr(args, name) is not None and not getattr(args, name).strip():
+            raise UsageError(f"--{name.replace('_', '-')} '': empty; leave the flag out for the preset's default")
     study = args.study or preset.name
     if not study.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UsageError(f"--study {study!r}: use letters, digits, '-', '_' and '.'")
@@ -305,14 +292,16 @@ def settings_from_args(args: argparse.Namespace, argv: list[str]) -> Settings:
     if preset.kind == "grid" and args.trials is not None:
         raise UsageError(f"--trials applies to search presets; preset {preset.name!r} runs every "
                          f"budget x method x seed cell once (size it with --budgets/--methods/--seeds)")
-    if preset.kind == "search" and trials < 1:
-        raise UsageError(f"--trials {trials}: must be >= 1")
+    if preset.kind == "search" and not 1 <= trials <= MAX_TRIALS:
+        raise UsageError(f"--trials {trials}: must be in 1-{MAX_TRIALS}")
     env_steps = args.env_steps if args.env_steps is not None else preset.env_steps
     if env_steps < 1:
         raise UsageError(f"--env-steps {env_steps}: must be >= 1")
-    if args.heartbeat_interval < 1 or args.grace_period <= args.heartbeat_interval:
+    if not 1 <= args.heartbeat_interval < args.grace_period <= MAX_HEARTBEAT_S:
         raise UsageError(f"--heartbeat-interval {args.heartbeat_interval} / --grace-period {args.grace_period}: "
-                         f"need 1 <= heartbeat interval < grace period")
+                         f"need 1 <= heartbeat interval < grace period <= {MAX_HEARTBEAT_S} seconds")
+    if not args.max_artifact_mb >= 0:  # NaN too
+        raise UsageError(f"--max-artifact-mb {args.max_artifact_mb}: must be a size in MB >= 0 (inf: no limit)")
     storage = args.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
     tracking = args.tracking_uri or f"sqlite:///{sweep_dir / 'mlflow.db'}"
     if args.teachers is not None:
@@ -327,6 +316,10 @@ def settings_from_args(args: argparse.Namespace, argv: list[str]) -> Settings:
     if teachers and args.teacher:
         raise UsageError(f"--teacher {args.teacher!r}: this sweep has a teacher axis ({' '.join(teachers)}); "
                          f"give the teachers with --teachers")
+    if preset.kind == "grid" and _cells_per_seed(methods, budgets, teachers) * seeds > MAX_TRIALS:
+        raise UsageError(f"--seeds {seeds}/--budgets/--methods/--teachers: the grid would have "
+                         f"{_cells_per_seed(methods, budgets, teachers)} cells per seed x {seeds} seeds; allowed: "
+                         f"at most {MAX_TRIALS} cells per study")
     return Settings(
         preset=preset, study=study, sweep_dir=sweep_dir, storage=storage, tracking_uri=tracking,
         env_id=args.env or preset.env_id, algo=args.algo or preset.algo, teacher=args.teacher or preset.teacher,
@@ -347,29 +340,53 @@ def fixed_search_fields(settings: Settings) -> set[str]:
     return fixed
 
 
+def _blame(settings: Settings, fields: tuple[str, ...]) -> str:
+    """The flags of this command behind TrainConfig ``fields``, for a ConfigError's message."""
+    flags = [SWEEP_OWNED.get(f) or (f"--set {f}={settings.user_overrides[f]}" if f in settings.user_overrides
+                                     else f"--set {f}") for f in fields]
+    return "/".join(dict.fromkeys(flags))
+
+
 def validate(settings: Settings) -> None:
-    """Every cell's config must resolve (budget >= initial labels, ...), before any trial starts."""
-    _check_env(settings.env_id)
+    """Refuse, before anything is written (``--dry-run`` too), a sweep that cannot run: its folder,
+    its storage and tracking URLs (their syntax: servers are reached later), the env and
+    teachers, and every cell's config (budget >= initial labels, ...)."""
+    try:
+        check_writable_dir(settings.sweep_dir)
+    except ValueError as exc:
+        raise UsageError(f"--dir {str(settings.sweep_dir)!r}: {exc}") from None
+    own_storage = settings.storage == f"sqlite:///{settings.sweep_dir / 'optuna.db'}"
+    if not own_storage or settings.sweep_dir.is_dir():
+        try:
+            check_storage_url(settings.storage, create=True)
+        except StorageError as exc:
+            raise UsageError(f"--storage: {exc}" if not own_storage else str(exc)) from None
+    if settings.tracking_uri != f"sqlite:///{settings.sweep_dir / 'mlflow.db'}":
+        try:
+            check_tracking_uri(settings.tracking_uri, reach=False)
+        except TrackingError as exc:
+            raise UsageError(f"--tracking-uri: {exc}") from None
+    if settings.kind == "grid":
+        cells = [(f"cell {c.key}", settings.config(run_key=c.key, method=c.method, budget=c.budget, seed=c.seed,
+                                                   teacher=c.teacher)) for c in settings.cells()]
+    else:
+        cells = [(f"budget {settings.budgets[0]}",
+                  settings.config(run_key="check", method="rlhp", budget=settings.budgets[0], seed=0))]
+    # the env, the device and the seed labels once, on a cell that asks for labels if any does
+    where, cfg = next(((w, c) for w, c in cells if c.reward == "preferences"), cells[0])
+    try:
+        check_environment(resolve(cfg), labeler=False)  # the teachers are checked next, as sweeps need them
+    except ConfigError as exc:
+        raise UsageError(f"{_blame(settings, exc.fields)}: {exc}") from None
     segment = settings.overrides.get("segment_length") or 25
     _check_teacher(settings.teacher, settings.env_id, segment)
     if settings.teachers:
         settings.teachers = _teacher_axis(settings.teachers, settings.env_id, segment)
-    if settings.kind == "grid":
-        for cell in settings.cells():
-            cfg = settings.config(run_key=cell.key, method=cell.method, budget=cell.budget, seed=cell.seed,
-                                  teacher=cell.teacher)
-            try:
-                resolve(cfg)
-            except ValueError as exc:
-                raise UsageError(f"cell {cell.key} (method {cell.method}, budget {cell.budget}, seed {cell.seed}): "
-                                 f"{exc}") from None
-    else:
-        budget = settings.budgets[0]
-        cfg = settings.config(run_key="check", method="rlhp", budget=budget, seed=0)
+    for where, cfg in cells:
         try:
             resolve(cfg)
-        except ValueError as exc:
-            raise UsageError(f"budget {budget}: {exc}") from None
+        except ConfigError as exc:
+            raise UsageError(f"{_blame(settings, exc.fields)}: {exc} ({where})") from None
 
 
 # ================================================================================================
@@ -545,7 +562,7 @@ class Objective:
         self.held: _Held | None = None
         self.last_state: TrialState | None = None
         """How the last trial ended, as this objective decided it (the worker loop counts them)."""
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = this_worker()
 
     @property
     def train_fn(self) -> TrainFn:
@@ -584,6 +601,9 @@ class Objective:
         return "", "rlhp", budget, 0, hparams_to_config(searched, budget), run_key
 
     def __call__(self, trial: optuna.Trial) -> float:
+        # who runs it, recorded under the sweep lock: a worker holding the lock sees no RUNNING
+        # trial without its worker (run_worker tells a dead worker's trials from a live one's)
+        trial.set_user_attr("worker", self.worker)
         if self.held is not None:  # ask() has popped this trial: let other workers pop theirs
             self.held.release()
         self.last_state = TrialState.FAIL
@@ -598,7 +618,6 @@ class Objective:
         trial.set_user_attr("run_key", run_key)
         if cell:
             trial.set_user_attr("cell", cell)
-        trial.set_user_attr("worker", self.worker)
         teacher = trial.user_attrs.get("teacher", "")
         cfg = s.config(run_key=run_key, method=method, budget=budget, seed=seed, searched=searched, teacher=teacher)
         resolved = resolve(cfg)
@@ -777,9 +796,64 @@ def _target(study: optuna.Study, settings: Settings) -> tuple[int, int]:
     return sum(t.state in DONE for t in trials), settings.trials
 
 
+def _trial_name(t: optuna.trial.FrozenTrial) -> str:
+    return f"trial {t.number}" + (f" (cell {t.user_attrs['cell']})" if "cell" in t.user_attrs else "")
+
+
+class _Orphans:
+    """RUNNING trials whose worker is gone, which this worker waits for before it may stop.
+
+    A killed worker's trial stays RUNNING until its heartbeat is ``grace_period`` old; only then
+    does Optuna fail it (and the retry callback queue a copy, which this worker then runs). A
+    worker with nothing else to do would otherwise stop and report "other workers are running"
+    when there are none. Its worker is known gone when it holds no liveness lock
+    (:meth:`SweepLock.alive`). A trial still RUNNING well past the grace period is being
+    heartbeated, so its worker lives after all (one that takes no liveness lock: an older
+    version of this code): it is no longer waited for.
+    """
+
+    def __init__(self, settings: Settings, lock: SweepLock, say: Callable[[str], None]):
+        self.settings, self.lock, self.say = settings, lock, say
+        self.first_seen: dict[int, float] = {}
+        self.poll_s = max(1, min(5, settings.heartbeat_interval))
+
+    def pending(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        """The orphaned RUNNING trials still worth waiting for (call under the sweep lock)."""
+        s, now = self.settings, time.monotonic()
+        out = []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = t.user_attrs.get("worker")
+            if worker is not None and self.lock.alive(worker):
+                continue
+            first = self.first_seen.setdefault(t.number, now)
+            if first == now:
+                self.say(f"{_trial_name(t)} is RUNNING, but its worker {worker or '(unrecorded)'} is gone (it holds "
+                         f"no lock: killed?); waiting until its heartbeat is {s.grace_period} s old, when it is "
+                         f"failed and retried here (--grace-period)")
+            if now - first <= s.grace_period + s.heartbeat_interval + 2 * self.poll_s:
+                out.append(t)
+        return out
+
+    def wait(self) -> None:
+        time.sleep(self.poll_s)
+
+
+def running_elsewhere(study: optuna.Study, lock: SweepLock) -> list[str]:
+    """What the study's RUNNING trials are, one line each, naming their workers (under the sweep lock)."""
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker")
+        state = ("runs" if worker is not None and lock.alive(worker) else
+                 "holds no lock, but the trial's heartbeat is fresh (a worker of an older version?)")
+        out.append(f"{_trial_name(t)}: worker {worker or '(unrecorded)'} {state}")
+    return out
+
+
 def run_worker(study: optuna.Study, settings: Settings, lock: SweepLock, objective: Objective) -> dict:
-    """Run trials until the sweep has none left for this worker. Returns counts of this worker's trials."""
+    """Run trials until the sweep has none left for this worker, nor any a dead worker left
+    RUNNING (:class:`_Orphans`). Returns counts of this worker's trials."""
     ran = {"complete": 0, "pruned": 0, "failed": 0}
+    orphans = _Orphans(settings, lock, objective._say)
     failures_in_a_row = 0
     done, total = _target(study, settings)
     from tqdm import tqdm
@@ -791,12 +865,16 @@ def run_worker(study: optuna.Study, settings: Settings, lock: SweepLock, objecti
     try:
         while True:
             held = _Held(lock)
+            waiting = False
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)
                 if not _has_work(study, settings):
-                    break
+                    if not orphans.pending(study):
+                        break
+                    waiting = True
+                    continue  # (finally: the sweep lock is released before the wait)
                 objective.held = held
                 objective.last_state = None
                 with warnings.catch_warnings():
@@ -805,6 +883,8 @@ def run_worker(study: optuna.Study, settings: Settings, lock: SweepLock, objecti
             finally:
                 held.release()
                 objective.held = None
+                if waiting:
+                    orphans.wait()
             outcome = objective.last_state
             if outcome == TrialState.FAIL:
                 ran["failed"] += 1
@@ -856,7 +936,7 @@ def _epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m bench.sweep",
         description="Optuna sweeps over label budgets and hyperparameters of RL from human preferences, "
                     "tracked in MLflow. Rerunning the same command resumes the sweep.",
@@ -874,11 +954,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. --teachers rational stoc:beta=0.1 'mistake:eps_mistake=0.2,gamma=0.9' (specs separated "
                         "by spaces or ';': a spec's own knobs are comma-separated); cells are named "
                         "METHOD-TEACHER-bBUDGET-sSEED. The noise preset's default: its 10 teachers")
-    g.add_argument("--env-steps", type=int, help="agent steps per trial (frames = 4x on Atari)")
+    g.add_argument("--env-steps", type=_int_arg, help="agent steps per trial (frames = 4x on Atari)")
     g.add_argument("--budgets", help="label budgets, comma-separated (grid: one cell each; search: one value)")
     g.add_argument("--methods", help=f"comma-separated: {', '.join(METHOD_NAMES)}")
-    g.add_argument("--seeds", type=int, help="seeds per cell (grid presets): 0..N-1")
-    g.add_argument("--trials", type=int, help="trials to complete (search presets)")
+    g.add_argument("--seeds", type=_int_arg, help="seeds per cell (grid presets): 0..N-1")
+    g.add_argument("--trials", type=_int_arg, help=f"trials to complete (search presets), at most {MAX_TRIALS}")
     g.add_argument("--pruner", choices=("none", "median"), help="prune unpromising trials (search presets)")
     g.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other TrainConfig field, e.g. --set num_envs=8 --set sticky_actions=0.25 (repeatable)")
@@ -887,19 +967,41 @@ def build_parser() -> argparse.ArgumentParser:
                                      "postgresql://... for several workers")
     g.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///DIR/mlflow.db); "
                                           "http://HOST:PORT (an mlflow server) for several workers")
-    g.add_argument("--heartbeat-interval", type=int, default=60,
+    g.add_argument("--heartbeat-interval", type=_int_arg, default=60,
                    help="seconds between a running trial's heartbeats (default: 60)")
-    g.add_argument("--grace-period", type=int, default=180,
-                   help="a RUNNING trial without a heartbeat for this long is failed and retried (default: 180)")
+    g.add_argument("--grace-period", type=_int_arg, default=180,
+                   help="a RUNNING trial without a heartbeat for this long is failed and retried (default: 180; "
+                        f"at most {MAX_HEARTBEAT_S})")
     g.add_argument("--max-artifact-mb", type=float, default=1024,
-                   help="skip logging artifacts larger than this (e.g. a big label store; default: 1024)")
+                   help="skip logging artifacts larger than this (e.g. a big label store; default: 1024; inf: "
+                        "no limit)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the settings and list what would run (resolved per cell), touching nothing")
     return p
 
 
-def print_plan(settings: Settings) -> None:
-    """What a sweep would run: one line per grid cell (or the search's fixed settings)."""
+def estimate_wall_s(settings: Settings, measured: dict[bool, float] | None = None) -> tuple[float | None, str]:
+    """Single-worker wall time of the whole plan (seconds, or None when no speed is known), and
+    where the steps/s came from: ``measured`` (uses labels -> the median steps/s of this
+    study's finished trials) where given, else :data:`MEASURED_SPS` for the env family."""
+    family = "ALE" if is_atari(settings.env_id) else settings.env_id
+    kinds = ([METHODS[c.method].uses_labels for c in settings.cells()] if settings.kind == "grid"
+             else [True] * settings.trials)
+    total, sources = 0.0, set()
+    for uses_labels in kinds:
+        if measured and uses_labels in measured:
+            sps, source = measured[uses_labels], "this study's finished trials"
+        elif (family, settings.algo, uses_labels) in MEASURED_SPS:
+            sps, source = MEASURED_SPS[(family, settings.algo, uses_labels)]
+        else:
+            return None, f"no measured steps/s for {settings.env_id} {'with' if uses_labels else 'without'} labels"
+        total += settings.env_steps / sps
+        sources.add(f"{sps:.0f} steps/s {'with' if uses_labels else 'without'} labels ({source})")
+    return total, "; ".join(sorted(sources))
+
+
+def print_plan(settings: Settings, measured: dict[bool, float] | None = None) -> None:
+    """What a sweep would run: one line per grid cell (or the search's fixed settings), and how long."""
     teacher = f"teachers {' '.join(settings.teachers)}" if settings.teachers else f"teacher {settings.teacher}"
     print(f"Sweep {settings.study!r} ({settings.preset.name}, {settings.kind}): {settings.env_id}, {settings.algo}, "
           f"{teacher}, {settings.env_steps:,} env steps per trial; results in {settings.sweep_dir}")
@@ -918,6 +1020,12 @@ def print_plan(settings: Settings) -> None:
         fixed = fixed_search_fields(settings)
         print(f"{settings.trials} trials at {c.label_budget} labels; TPE searches "
               f"{', '.join(k for k in SEARCHED if k not in fixed)}; pruner {settings.pruner}")
+    wall, source = estimate_wall_s(settings, measured)
+    if wall is None:
+        print(f"Estimated wall time: unknown ({source}); run one cell to measure it.")
+    else:
+        print(f"Estimated wall time: {wall / 3600:.1f} h with one worker (on a 2-core machine a second worker "
+              f"shares the cores the first one's background fit uses); from {source}.")
 
 
 def _finish_parent(study: optuna.Study, settings: Settings, tracker: Tracker, parent: str, interrupted: bool) -> str:
@@ -943,7 +1051,8 @@ def _finish_parent(study: optuna.Study, settings: Settings, tracker: Tracker, pa
     return status
 
 
-def _print_summary(study: optuna.Study, settings: Settings, ran: dict, status: str) -> None:
+def _print_summary(study: optuna.Study, settings: Settings, ran: dict, elsewhere: list[str]) -> None:
+    """The outcome; ``elsewhere``: the trials other workers are still running (running_elsewhere)."""
     c = _counts(study)
     done, total = _target(study, settings)
     print()
@@ -981,8 +1090,11 @@ def _print_summary(study: optuna.Study, settings: Settings, ran: dict, status: s
     if settings.tracking_uri != f"sqlite:///{d / 'mlflow.db'}":
         report += f" --tracking-uri {shlex.quote(mask_url(settings.tracking_uri))}"
     print(f"Report:       {report}")
-    if status == "RUNNING":
-        print("Other workers are still running trials of this study.")
+    if elsewhere:
+        print("This worker is done; the study's other RUNNING trials (whichever worker ends last finishes the "
+              "sweep's MLflow run):")
+        for line in elsewhere:
+            print(f"  {line}")
 
 
 def main(argv: list[str] | None = None, *, train_fn: TrainFn | None = None, progress: bool | None = None) -> int:
@@ -1001,13 +1113,18 @@ def main(argv: list[str] | None = None, *, train_fn: TrainFn | None = None, prog
         if args.dry_run:
             print_plan(settings)
             return 0
-        settings.sweep_dir.mkdir(parents=True, exist_ok=True)
-        check_tracking_uri(settings.tracking_uri)
-        lock = SweepLock(settings.storage, settings.study, settings.sweep_dir)
+        # the servers answer (before anything is written here)
+        lock = SweepLock(settings.storage, settings.study)
         lock.check()
+        if scheme_of(settings.tracking_uri) in ("http", "https"):
+            check_tracking_uri(settings.tracking_uri)
+        settings.sweep_dir.mkdir(parents=True, exist_ok=True)
+        lock.register(this_worker())
         with lock.hold():
             storage = open_storage(settings.storage, heartbeat_interval=settings.heartbeat_interval,
                                    grace_period=settings.grace_period)
+            from .tracking import Tracker  # MLflow takes seconds to import: not before the input is checked
+
             artifacts = None
             if scheme_of(settings.tracking_uri) in ("sqlite", "file"):
                 artifacts = (settings.sweep_dir / "mlartifacts").as_uri()
@@ -1016,18 +1133,24 @@ def main(argv: list[str] | None = None, *, train_fn: TrainFn | None = None, prog
             new, requeued = enqueue_missing(study, settings)
             write_sweep_json(settings, study, tracker, parent)
     except (UsageError, StorageError, TrackingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         if lock is not None:
             lock.close()
         return 2
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         if type(exc).__module__.startswith(("sqlalchemy", "psycopg2", "mlflow")):
-            print(f"error: storage or tracking server failed: {type(exc).__name__}: {first}", file=sys.stderr)
+            print(f"{parser.prog}: error: storage or tracking server failed: {type(exc).__name__}: {first}",
+                  file=sys.stderr)
             if lock is not None:
                 lock.close()
             return 2
         raise
+    measured: dict[bool, list[float]] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("sps"):
+            measured.setdefault(METHODS[t.params.get("method", "rlhp")].uses_labels, []).append(t.user_attrs["sps"])
+    print_plan(settings, {k: float(sorted(v)[len(v) // 2]) for k, v in measured.items()})
     done, total = _target(study, settings)
     print(f"Sweep {settings.study!r}: {done}/{total} {'cells' if settings.kind == 'grid' else 'trials'} done"
           + (f", {new} queued" if new else "") + (f", {requeued} re-queued to resume" if requeued else "")
@@ -1035,7 +1158,7 @@ def main(argv: list[str] | None = None, *, train_fn: TrainFn | None = None, prog
     objective = Objective(settings, tracker, parent, train_fn, progress=progress)
     ran = {"complete": 0, "pruned": 0, "failed": 0}
     interrupted = False
-    status = "RUNNING"
+    elsewhere: list[str] = []
     try:
         ran = run_worker(study, settings, lock, objective)
     except KeyboardInterrupt:
@@ -1043,12 +1166,14 @@ def main(argv: list[str] | None = None, *, train_fn: TrainFn | None = None, prog
     finally:
         with contextlib.suppress(Exception), lock.hold():
             status = _finish_parent(study, settings, tracker, parent, interrupted)
+            if status == "RUNNING":
+                elsewhere = running_elsewhere(study, lock)
         lock.close()
     if interrupted:
         print("\ninterrupted: the trial's checkpoint is written; rerun the same command to resume the sweep",
               file=sys.stderr)
         return 130
-    _print_summary(study, settings, ran, status)
+    _print_summary(study, settings, ran, elsewhere)
     return 1 if ran["failed"] else 0
 
 

@@ -20,41 +20,15 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from .storage import mask_url, normalize_url
+from .storage import normalize_url
 
 MAX_PARAM_CHARS = 6000
 """MLflow 3's limit on a param value."""
 
 
-class TrackingError(Exception):
-    """The tracking URI is malformed or its server cannot be reached."""
-
-
 def quiet_mlflow_logs() -> None:
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.store.sql_alchemy_store"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def check_tracking_uri(uri: str) -> None:
-    """Fail fast (before any trial) when an MLflow server does not answer."""
-    scheme = uri.split(":", 1)[0].lower()
-    if scheme in ("http", "https"):
-        import requests
-
-        try:
-            r = requests.get(uri.rstrip("/") + "/health", timeout=10)
-        except requests.RequestException as exc:
-            raise TrackingError(f"cannot reach MLflow server {mask_url(uri)!r}: {type(exc).__name__}; "
-                                f"start one with `mlflow server --backend-store-uri ... --host 0.0.0.0`") from exc
-        if r.status_code != 200:
-            raise TrackingError(f"MLflow server {mask_url(uri)!r} answered /health with HTTP {r.status_code}")
-    elif scheme == "sqlite":
-        path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
-        if path is None or not path.parent.is_dir():
-            raise TrackingError(f"tracking URI {uri!r}: expected sqlite:///PATH in an existing folder")
-    elif scheme not in ("postgresql", "mysql", "mssql", "databricks", "file"):
-        raise TrackingError(f"tracking URI {uri!r} has scheme {scheme!r}; allowed: sqlite:///PATH, http(s)://HOST:PORT "
-                            f"(an mlflow server), or a database URL")
 
 
 def _params(d: dict) -> list[Param]:

@@ -19,6 +19,15 @@ How a teacher answers one query (left segment 1, right segment 2), rule by rule:
    breaks exact ties with a fair coin instead.
 4. **Prefer.** ``P(left) = softmax(beta * [R1, R2])[0] = sigmoid(beta * (R1 - R2))``, sampled.
    ``beta = inf`` is the rational teacher: the higher R wins (a tie is a fair coin).
+   3a. **Progress** (the ``progress`` preset; off by default). When ``progress_margin`` is finite
+   and the pair is a reward tie (rule 3 would answer "equal", or R1 == R2), the segment that
+   made more driving progress (``Segment.progress``, weighted like the reward: Enduro's
+   odometer distance, read from the emulator's RAM) is preferred when the two differ by more
+   than ``progress_margin``. This is what the paper says its people did on Enduro ("rewarding
+   any progress towards passing cars") and the rational teacher cannot: two 25-step clips of
+   a near-random policy almost never differ in cars passed, so it answered "equal" to
+   94-99.8% of Enduro queries. It is a *shaped* teacher: its labels carry information the
+   env reward does not, and results with it must say so.
 5. **Mistake.** A "left"/"right" answer is swapped with probability ``eps_mistake``.
    "equal" and "incomparable" are never swapped (as in B-Pref, where the equal label
    overrides the flipped one).
@@ -87,6 +96,8 @@ class TeacherParams:
     """Answer "equal" when |R1 - R2| <= this (perceived segment-return units), >= 0. 0 = exact ties only; -inf = never (ties: coin)."""
     episode_end_penalty: float = 0.0
     """Subtracted from the reward of a step where an episode ended (paper's synthetic-oracle rule). Finite; < 0 is a bonus."""
+    progress_margin: float = math.inf
+    """Break reward ties by driving progress when the segments' progress differs by more than this (>= 0; rule 3a). inf = off."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -110,6 +121,8 @@ class TeacherParams:
             raise ValueError(
                 f"equal_threshold must be in [0, inf) (segment-return units) or -inf (never answer equal), got {q}"
             )
+        if not self.progress_margin >= 0.0:
+            raise ValueError(f"progress_margin must be in [0, inf] (progress units; inf = off), got {self.progress_margin}")
         if not math.isfinite(self.episode_end_penalty):
             raise ValueError(f"episode_end_penalty must be a finite number (reward units), got {self.episode_end_penalty}")
 
@@ -136,8 +149,12 @@ PRESETS: dict[str, dict[str, float]] = {
     "skip": {"skip_eps": 0.1},
     "equal": {"equal_eps": 0.1},
     "myopic": {"gamma": 0.9},
+    "progress": {"progress_margin": 0.0},
 }
-"""B-Pref's teachers (Lee et al. 2021, their default values) as knob settings on top of rational."""
+"""B-Pref's teachers (Lee et al. 2021, their default values) as knob settings on top of rational, and
+``progress``: rational on the env reward, reward ties broken by any driving progress (rule 3a; a shaped
+teacher, not B-Pref's, for envs with a progress measure such as Enduro). Noise knobs combine with it:
+``progress:eps_mistake=0.1``."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,27 +285,43 @@ class Teacher:
         segs = [s for q in queries for s in (q.left, q.right)]
         return self.segment_returns(segs).reshape(len(queries), 2) if segs else np.zeros((0, 2))
 
+    def pair_progress(self, queries: Sequence[Query]) -> np.ndarray:
+        """(N, 2) progress of each query's segments, with the myopic weights (rule 3a)."""
+        out = np.zeros((len(queries), 2))
+        for i, q in enumerate(queries):
+            for j, seg in enumerate((q.left, q.right)):
+                if seg.progress is None:
+                    raise ValueError(
+                        f"query {q.id}: the progress teacher (progress_margin={self.params.progress_margin}) needs "
+                        f"segments with a driving-progress measure, and this env records none (Enduro does)")
+                out[i, j] = np.asarray(seg.progress, dtype=np.float64) @ myopic_weights(seg.length, self.params.gamma)
+        return out
+
     # -- answers -------------------------------------------------------------------------------
-    def _p_left_chosen(self, r: np.ndarray) -> np.ndarray:
-        """P(left chosen before mistakes): sigmoid(beta*(R1-R2)); beta = inf: 1, 0, or 0.5 at a tie."""
+    def _decide(self, queries: Sequence[Query]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """P(left chosen before mistakes), and the skip and equal masks, for every query."""
+        r = self.pair_returns(queries)
         d = r[:, 0] - r[:, 1]
         if math.isinf(self.params.beta):
-            return np.where(d > 0, 1.0, np.where(d < 0, 0.0, 0.5))
-        return 0.5 * (1.0 + np.tanh(0.5 * self.params.beta * d))  # = sigmoid, without overflow
-
-    def _masks(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            p = np.where(d > 0, 1.0, np.where(d < 0, 0.0, 0.5))
+        else:
+            p = 0.5 * (1.0 + np.tanh(0.5 * self.params.beta * d))  # sigmoid(beta*(R1-R2)), without overflow
         skip = np.maximum(r[:, 0], r[:, 1]) < self.params.skip_threshold
-        equal = ~skip & (np.abs(r[:, 0] - r[:, 1]) <= self.params.equal_threshold)
-        return skip, equal
+        tie = ~skip & (np.abs(d) <= max(self.params.equal_threshold, 0.0))
+        equal = tie & (np.abs(d) <= self.params.equal_threshold)
+        if math.isfinite(self.params.progress_margin) and tie.any():
+            pr = self.pair_progress(queries)
+            by_progress = tie & (np.abs(pr[:, 0] - pr[:, 1]) > self.params.progress_margin)
+            p = np.where(by_progress, (pr[:, 0] > pr[:, 1]).astype(float), p)
+            equal &= ~by_progress
+        return p, skip, equal
 
     def answer_probabilities(self, queries: Sequence[Query]) -> np.ndarray:
         """(N, 4) exact probability of each answer, columns in ``ANSWERS`` order. Draws nothing."""
-        r = self.pair_returns(queries)
-        p = self._p_left_chosen(r)
+        p, skip, equal = self._decide(queries)
         eps = self.params.eps_mistake
         p = (1.0 - eps) * p + eps * (1.0 - p)
         out = np.stack([p, 1.0 - p, np.zeros_like(p), np.zeros_like(p)], axis=1)
-        skip, equal = self._masks(r)
         out[equal] = np.eye(4)[_EQUAL]
         out[skip] = np.eye(4)[_INCOMPARABLE]
         return out
@@ -299,12 +332,11 @@ class Teacher:
         Draws exactly two uniforms per query, as one (N, 2) array, so the labels equal those of
         answering the queries one by one with the same generator.
         """
-        r = self.pair_returns(queries)
+        p, skip, equal = self._decide(queries)
         u = self.rng.random((len(queries), 2))
-        left = u[:, 0] < self._p_left_chosen(r)
+        left = u[:, 0] < p
         left ^= u[:, 1] < self.params.eps_mistake
         codes = np.where(left, _LEFT, _RIGHT)
-        skip, equal = self._masks(r)
         codes[equal] = _EQUAL
         codes[skip] = _INCOMPARABLE
         return [ANSWERS[c] for c in codes]

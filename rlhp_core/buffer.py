@@ -24,14 +24,16 @@ class SegmentBuffer:
         self.true_rewards = np.zeros((capacity, num_envs), dtype=np.float32)
         self.episode_ends = np.zeros((capacity, num_envs), dtype=bool)
         self.truncations = np.zeros((capacity, num_envs), dtype=bool)
+        self.progress: np.ndarray | None = None  # allocated at the first progress seen (envs that measure it)
         self.keep_frames = keep_frames
         self.frames: np.ndarray | None = None  # allocated at the first frames seen (their size depends on the env)
         self.steps_written = 0
         """Per-env step count ever written (also the global step index of the next row)."""
 
-    def add(self, obs, actions, true_rewards, episode_ends, frames=None, truncations=None) -> None:
+    def add(self, obs, actions, true_rewards, episode_ends, frames=None, truncations=None, progress=None) -> None:
         """Append one step of all envs: obs the action was taken in, the action, what followed.
-        ``truncations``: which of the ends were time limits (default: none)."""
+        ``truncations``: which of the ends were time limits (default: none); ``progress``: the
+        env's driving progress in this step (StepBatch.progress), or None."""
         i = self.steps_written % self.capacity
         self.obs[i] = obs
         self.actions[i] = actions
@@ -42,6 +44,10 @@ class SegmentBuffer:
             if self.frames is None:
                 self.frames = np.zeros((self.capacity, *frames.shape), dtype=np.uint8)
             self.frames[i] = frames
+        if progress is not None:
+            if self.progress is None:
+                self.progress = np.zeros((self.capacity, self.num_envs), dtype=np.float32)
+            self.progress[i] = progress
         self.steps_written += 1
 
     @property
@@ -93,4 +99,5 @@ class SegmentBuffer:
             env_index=int(env),
             start_step=int(start),
             truncations=take("truncations"),
+            progress=take("progress") if self.progress is not None else None,
         )

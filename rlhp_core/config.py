@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,10 @@ REWARD_SOURCES = ("preferences", "true")
 QUERY_SELECTIONS = ("disagreement", "random")
 REWARD_DTYPES = ("float32", "bfloat16")
 REWARD_FITS = ("auto", "sync", "background")
+LR_SCHEDULES = ("linear", "constant")
+ATARI_LR_HORIZON = 10_000_000
+"""Agent steps of the reference Atari runs (paper A2C, baselines, CleanRL, SB3 zoo: 10M steps = 40M frames):
+the default horizon of the policy's linear lr decay on Atari, so a shorter run is the start of a reference run."""
 
 
 def is_atari(env_id: str) -> bool:
@@ -35,6 +40,7 @@ class TrainConfig:
     algo: str = "a2c"
     """'a2c' (the paper's) or 'ppo'."""
     seed: int = 0
+    """Seeds torch, NumPy, the envs and the scripted teacher: the same seed and settings give the same run."""
     device: str = "auto"
     """'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N'."""
     run_dir: str = "runs/default"
@@ -58,9 +64,11 @@ class TrainConfig:
 
     # --- env ----------------------------------------------------------------------------
     num_envs: int = 16
+    """Environments stepped in parallel (paper: 16); total_steps counts the steps of all of them together."""
     sticky_actions: float = 0.0
     """repeat_action_probability. 0.0 = the paper's NoFrameskip-v4 setting; 0.25 = v5's default."""
     frameskip: int = 4
+    """Atari only: frames per agent step, the action repeated over them (paper: 4)."""
     max_episode_steps: int | None = None
     """Truncate episodes after this many agent steps (None: the env's own limit; ALE: 27,000 = 108k frames)."""
     episode_signal: bool | None = None
@@ -82,7 +90,9 @@ class TrainConfig:
 
     # --- reward model ---------------------------------------------------------------------
     ensemble_size: int = 3
+    """Reward-model members, each trained on its own bootstrap of the labels (paper: 3); their disagreement picks queries."""
     reward_lr: float = 3e-4
+    """Adam learning rate of the reward model."""
     reward_batch: int = 32
     """Comparisons per reward-model minibatch."""
     reward_std: float | None = None
@@ -102,8 +112,15 @@ class TrainConfig:
 
     # --- RL ----------------------------------------------------------------------------------
     lr: float | None = None
-    """Policy learning rate, decayed linearly. None: 7e-4 for A2C (paper), 2.5e-4 PPO on Atari, 3e-4 PPO otherwise."""
+    """Policy learning rate at step 0. None: 7e-4 for A2C (paper), 2.5e-4 PPO on Atari, 3e-4 PPO otherwise."""
+    lr_schedule: str = "linear"
+    """'linear': decay the policy lr linearly to 0 at lr_horizon agent steps (paper, baselines, CleanRL); 'constant'."""
+    lr_horizon: int | None = None
+    """Agent steps over which the linear decay reaches 0, independent of the run's own length. None: 10M on Atari
+    (the reference runs' length, so a 1M-step run is the first tenth of a reference run, not a different run),
+    total_steps elsewhere."""
     gamma: float = 0.99
+    """Discount factor of the policy's RL, in [0, 1] (paper: 0.99)."""
     ent_coef: float | None = None
     """None: 0.01 (paper, A2C and Atari PPO); 0.0 for PPO on continuous actions."""
     n_steps: int | None = None
@@ -126,6 +143,8 @@ class TrainConfig:
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object of TrainConfig fields, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -133,52 +152,174 @@ class TrainConfig:
         return cls(**data)
 
 
+class ConfigError(ValueError):
+    """A TrainConfig value that cannot run. The message names the field, the value and what is
+    allowed; ``fields`` names the fields at fault, so a command line can point at its own flags
+    (``--reward-lr``, ``--set reward_lr=...``) rather than at the dataclass."""
+
+    def __init__(self, fields: str | tuple[str, ...], message: str):
+        super().__init__(message)
+        self.fields = (fields,) if isinstance(fields, str) else tuple(fields)
+
+
+CHOICES = {"algo": ALGOS, "reward": REWARD_SOURCES, "query_selection": QUERY_SELECTIONS,
+           "reward_dtype": REWARD_DTYPES, "reward_fit": REWARD_FITS, "lr_schedule": LR_SCHEDULES}
+"""Fields with a fixed set of values (the command line offers them as choices)."""
+
+INT64_MAX = 2**63 - 1
+"""Every integer field ends up in an int64 somewhere (NumPy counters, torch seeds, SQLite rows)."""
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+_BASE_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict}
+
+
+def _field_kinds() -> dict[str, tuple[type, bool]]:
+    """(base type, None allowed) of every TrainConfig field, read from its annotation."""
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        parts = [p.strip() for p in str(f.type).split("|")]
+        base = [p for p in parts if p != "None"]
+        out[f.name] = (_BASE_TYPES[base[0]], "None" in parts)
+    return out
+
+
+FIELD_KINDS = _field_kinds()
+"""Field name -> (base type, whether None is allowed)."""
+
+
+def kind_text(name: str) -> str:
+    """What a field takes, in words: 'int', 'float or none', 'true/false', ..."""
+    base, optional = FIELD_KINDS[name]
+    text = {bool: "true/false", dict: "a JSON object"}.get(base, base.__name__)
+    return f"{text} or none" if optional else text
+
+
+def parse_int(text: str) -> int:
+    """An integer as people write one: 1000000, 1_000_000 or 1e6, not 1.5, inf or nan (ValueError)."""
+    try:
+        return int(text)
+    except ValueError:
+        number = float(text)
+        if not number.is_integer():
+            raise ValueError(f"not an integer: {text!r}") from None
+        return int(number)
+
+
+def parse_field(name: str, text: str):
+    """A TrainConfig field's value from command-line text, by the field's annotation.
+
+    The one parser of config values typed by people: the training command's flags and the
+    sweep's ``--set KEY=VALUE`` both use it. Integers may be written 1000000, 1_000_000 or 1e6
+    (but not 1.5); optional fields take 'none'; booleans take true/false, yes/no, on/off, 1/0.
+    Only the syntax is checked here (``nan`` is a float); :func:`resolve` checks the ranges.
+    Raises ValueError("expected KIND, got 'TEXT'").
+    """
+    base, optional = FIELD_KINDS[name]
+    word = text.strip().lower()
+    if optional and word in ("none", "null"):
+        return None
+    try:
+        if base is bool:
+            if word in ("1", "true", "yes", "on"):
+                return True
+            if word in ("0", "false", "no", "off"):
+                return False
+        elif base is int:
+            return parse_int(word)
+        elif base is float:
+            return float(word)
+        elif base is dict:
+            value = json.loads(text)
+            if isinstance(value, dict):
+                return value
+        else:
+            return text
+    except ValueError:
+        pass
+    raise ValueError(f"expected {kind_text(name)}, got {text!r}")
+
+
+def _check_types(c: TrainConfig) -> None:
+    """Each field holds its annotated type (a config file or a caller may put anything there)."""
+    for name, (base, optional) in FIELD_KINDS.items():
+        value = getattr(c, name)
+        if value is None and optional:
+            continue
+        ok = isinstance(value, (int, float) if base is float else base) and (base is bool or not isinstance(value, bool))
+        if not ok:
+            raise ConfigError(name, f"{name} must be {kind_text(name)}, got {value!r} ({type(value).__name__})")
+        if base is int and not -INT64_MAX - 1 <= value <= INT64_MAX:
+            raise ConfigError(name, f"{name} must fit a 64-bit integer (|value| < 2**63), got {value}")
+        if base is float and not math.isfinite(value):
+            raise ConfigError(name, f"{name} must be a finite number, got {value}")
+
+
+def _at_least(c: TrainConfig, name: str, low: int) -> None:
+    value = getattr(c, name)
+    if value is not None and value < low:
+        raise ConfigError(name, f"{name} must be >= {low}, got {value}")
+
+
+def _in_range(c: TrainConfig, name: str, text: str, ok) -> None:
+    value = getattr(c, name)
+    if value is not None and not ok(value):
+        raise ConfigError(name, f"{name} must be {text}, got {value}")
+
+
 def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Fill per-env defaults and validate. Returns a new config; raises ValueError naming the bad value."""
-    atari = is_atari(cfg.env_id)
+    """Fill per-env defaults and validate. Returns a new config; raises ConfigError naming the bad value.
+
+    Everything is checked that can be without the environment, the file system or torch (an
+    unknown env id, a missing file or an absent GPU are the command line's and the learner's to
+    find), so a bad value is refused before anything is written.
+    """
     c = dataclasses.replace(cfg)
-    if c.algo not in ALGOS:
-        raise ValueError(f"algo {c.algo!r} is not one of {ALGOS}")
-    if c.reward not in REWARD_SOURCES:
-        raise ValueError(f"reward {c.reward!r} is not one of {REWARD_SOURCES}")
-    if c.query_selection not in QUERY_SELECTIONS:
-        raise ValueError(f"query_selection {c.query_selection!r} is not one of {QUERY_SELECTIONS}")
-    for name in ("total_steps", "num_envs", "ensemble_size", "candidate_factor", "reward_batch",
-                 "label_buffer", "reward_update_every", "checkpoint_every", "log_every", "frameskip"):
-        if getattr(c, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
-    if not 0.0 <= c.sticky_actions <= 1.0:
-        raise ValueError(f"sticky_actions must be in [0, 1], got {c.sticky_actions}")
-    if c.label_budget < 0:
-        raise ValueError(f"label_budget must be >= 0, got {c.label_budget}")
+    _check_types(c)
+    atari = is_atari(c.env_id)
+    for name, allowed in CHOICES.items():
+        if getattr(c, name) not in allowed:
+            raise ConfigError(name, f"{name} {getattr(c, name)!r} is not one of {allowed}")
+    for name in ("env_id", "labeler", "run_dir"):
+        if not getattr(c, name).strip():
+            raise ConfigError(name, f"{name} must not be empty")
+    if c.seed_labels is not None and not c.seed_labels.strip():
+        raise ConfigError("seed_labels", "seed_labels must be the path of a labels.sqlite or None, got ''")
+    if not _DEVICE.fullmatch(c.device):
+        raise ConfigError("device", f"device {c.device!r} is not valid; allowed: 'auto', 'cpu', 'cuda', 'cuda:N'")
+    for name in ("total_steps", "num_envs", "ensemble_size", "candidate_factor", "reward_batch", "label_buffer",
+                 "reward_update_every", "checkpoint_every", "log_every", "frameskip", "segment_length",
+                 "max_episode_steps", "n_steps"):
+        _at_least(c, name, 1)
+    for name in ("seed", "label_budget", "initial_labels", "pretrain_epochs"):
+        _at_least(c, name, 0)
+    _in_range(c, "sticky_actions", "in [0, 1]", lambda v: 0.0 <= v <= 1.0)
+    _in_range(c, "dropout", "in [0, 1)", lambda v: 0.0 <= v < 1.0)
+    _in_range(c, "gamma", "in [0, 1]", lambda v: 0.0 <= v <= 1.0)
+    _in_range(c, "ent_coef", ">= 0", lambda v: v >= 0.0)
+    for name in ("reward_lr", "lr", "reward_std", "reward_train_ratio", "label_schedule_constant"):
+        _in_range(c, name, "> 0", lambda v: v > 0.0)
+    if c.num_envs > c.total_steps:
+        raise ConfigError(("num_envs", "total_steps"),
+                          f"num_envs {c.num_envs} is more than total_steps {c.total_steps}: one step of all envs "
+                          f"would overrun the run; allowed: num_envs <= total_steps")
     if c.segment_length is None:
         c.segment_length = 25
-    if c.segment_length < 1:
-        raise ValueError(f"segment_length must be >= 1, got {c.segment_length}")
     if c.initial_labels is None:
         c.initial_labels = min(500, math.ceil(0.25 * c.label_budget)) if atari else math.ceil(0.25 * c.label_budget)
     if c.reward == "preferences":
-        if c.initial_labels < 1 and c.label_budget > 0:
-            raise ValueError(f"initial_labels must be >= 1 for a preference run, got {c.initial_labels}")
-        if c.label_budget < c.initial_labels:
-            raise ValueError(
-                f"label_budget {c.label_budget} is below initial_labels {c.initial_labels}; "
-                f"allowed: label_budget >= initial_labels (or lower initial_labels)"
-            )
-        if c.label_budget < 1:
-            raise ValueError("label_budget must be >= 1 for a preference run (use reward='true' for none)")
+        _check_label_counts(c)
     if c.label_schedule_constant is None:
         c.label_schedule_constant = 5e6 if atari else 2e6
-    if c.reward_fit not in REWARD_FITS:
-        raise ValueError(f"reward_fit {c.reward_fit!r} is not one of {REWARD_FITS}")
     if c.reward_fit == "auto":
         c.reward_fit = "background" if atari else "sync"
-    if c.reward_dtype not in REWARD_DTYPES:
-        raise ValueError(f"reward_dtype {c.reward_dtype!r} is not one of {REWARD_DTYPES}")
     if c.reward_std is None:
         c.reward_std = 0.05 if atari else 1.0
     if c.dropout is None:
         c.dropout = 0.5 if atari else 0.0
+    if c.lr_horizon is None:
+        c.lr_horizon = ATARI_LR_HORIZON if atari else c.total_steps
+    if c.lr_horizon < 1:
+        raise ConfigError("lr_horizon", f"lr_horizon must be >= 1 agent step, got {c.lr_horizon}")
     if c.lr is None:
         c.lr = 7e-4 if c.algo == "a2c" else (2.5e-4 if atari else 3e-4)
     if c.n_steps is None:
@@ -188,6 +329,44 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     if c.ent_coef is None:
         c.ent_coef = 0.01
     return c
+
+
+def _check_label_counts(c: TrainConfig) -> None:
+    """A preference run's label counts against each other and against the run's length.
+
+    The upper bounds follow from how the learner gathers labels. The initial labels compare
+    segments of fresh experience of the untrained policy, two segments of segment_length steps
+    per comparison, and RL starts only once they are all asked: beyond total_steps // (2 *
+    segment_length) that phase alone outlasts the run (and a huge budget loops in it for ever).
+    The rest are asked during RL about the recent experience; a budget above total_steps //
+    segment_length asks more comparisons than the run has segments at all (each segment would
+    be shown in two or more comparisons on average), which no setting in the paper or this
+    project's results comes near (5,500 labels in 150k Enduro steps is 0.92 of it).
+    """
+    fields = ("label_budget", "initial_labels")
+    if c.label_budget < 1:
+        raise ConfigError("label_budget", f"label_budget must be >= 1 for a preference run, got {c.label_budget} "
+                                          f"(use reward='true' for a run without labels)")
+    if c.initial_labels < 1:
+        raise ConfigError("initial_labels", f"initial_labels must be >= 1 for a preference run, got {c.initial_labels}")
+    if c.label_budget < c.initial_labels:
+        raise ConfigError(fields, f"label_budget {c.label_budget} is below initial_labels {c.initial_labels}; "
+                                  f"allowed: label_budget >= initial_labels (or lower initial_labels)")
+    length = ("total_steps", "segment_length")
+    most_initial = c.total_steps // (2 * c.segment_length)
+    if c.initial_labels > most_initial:
+        raise ConfigError(("initial_labels", "label_budget", *length),
+                          f"initial_labels {c.initial_labels} (of label_budget {c.label_budget}) need "
+                          f"{2 * c.segment_length * c.initial_labels} agent "
+                          f"steps of fresh experience before RL starts (2 segments of {c.segment_length} steps each), "
+                          f"more than total_steps {c.total_steps}; allowed: initial_labels <= total_steps // "
+                          f"(2 * segment_length) = {most_initial} (initial_labels defaults to 25% of label_budget)")
+    most = c.total_steps // c.segment_length
+    if c.label_budget > most:
+        raise ConfigError(("label_budget", *length),
+                          f"label_budget {c.label_budget} is more comparisons than the run has segments "
+                          f"(total_steps {c.total_steps} // segment_length {c.segment_length}); allowed: "
+                          f"label_budget <= {most}, or raise total_steps")
 
 
 def save_config(cfg: TrainConfig, run_dir: Path) -> None:

@@ -26,6 +26,9 @@ Atari (``ALE/<Game>-v5``; ``<Game>NoFrameskip-v4`` is accepted too and gets the 
     about 1.5% of pixels off by one, a few in 1,000 by more); pass ``atari_backend="rgb"``
     to get bit-identical observations with and without frames.
 
+    ``ale_loop`` (:mod:`rlhp_core.ale_loop`, Enduro's default) steps an ``ALEInterface`` per env to
+    read the RAM: ``native``'s observations bit for bit, frames, and ``StepBatch.progress``.
+
     Score blanking: the reward model must not read the reward off the screen. Each game in
     :data:`SCORE_REGIONS` lists raw-screen rectangles (found by looking at real frames, see
     the table's comments); every 84x84 pixel whose source footprint touches one is set to
@@ -222,6 +225,8 @@ class StepBatch:
     """(N, H, W, 3) uint8 raw RGB screen matching ``obs`` (unblanked; for people), None unless keep_frames."""
     episodes: list[tuple[int, float, int]]
     """(env_index, true undiscounted unclipped return, length in agent steps) of each episode that ended now."""
+    progress: np.ndarray | None = None
+    """(N,) float32 progress made in this step (Enduro: odometer distance, up to an episode's end), or None."""
 
     @property
     def done(self) -> np.ndarray:
@@ -241,6 +246,8 @@ class VecEnv:
     keep_frames: bool
     info: dict
     """Settings to record with every result (env id, frameskip, sticky actions, versions, limits, blanking...)."""
+    progress_name: str | None = None
+    """What ``StepBatch.progress`` measures ('distance' on Enduro's ale_loop backend), None: no progress."""
 
     def __init__(self, num_envs: int, keep_frames: bool):
         self.num_envs = num_envs
@@ -317,7 +324,25 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
-ATARI_BACKENDS = ("auto", "native", "rgb")
+ATARI_BACKENDS = ("auto", "native", "rgb", "ale_loop")
+"""'auto': 'ale_loop' for Enduro (its RAM gives ``progress``), else 'native' ('rgb' with frames)."""
+
+
+def _atari_blanking(env_id: str, game: str, blank_regions) -> tuple[tuple, list, str, np.ndarray]:
+    """(raw regions, their 84x84 boxes, where they came from, 84x84 mask); warns for a game without regions."""
+    if blank_regions is not None:
+        regions = tuple(tuple(int(v) for v in r) for r in blank_regions)
+        blank_source = "given by caller"
+    elif game in SCORE_REGIONS:
+        regions = SCORE_REGIONS[game]
+        blank_source = f"SCORE_REGIONS[{game!r}]"
+    else:
+        regions = ()
+        blank_source = f"none: {game!r} has no entry in rlhp_core.envs.SCORE_REGIONS (pass blank_regions=...)"
+        warnings.warn(f"{env_id}: no score-blanking regions known for game {game!r}; the reward model may read "
+                      f"the score off the screen. Known games: {sorted(SCORE_REGIONS)}", stacklevel=4)
+    mask, boxes = _blank_masks(regions)
+    return regions, boxes, blank_source, mask
 
 
 class AtariVecEnv(VecEnv):
@@ -347,8 +372,8 @@ class AtariVecEnv(VecEnv):
         from ale_py.vector_env import AtariVectorEnv
 
         super().__init__(num_envs, keep_frames)
-        if backend not in ATARI_BACKENDS:
-            raise ValueError(f"atari_backend must be one of {ATARI_BACKENDS}, got {backend!r}")
+        if backend not in ("auto", "native", "rgb"):
+            raise ValueError(f"AtariVecEnv's backend must be 'auto', 'native' or 'rgb', got {backend!r}")
         if backend == "auto":
             backend = "rgb" if keep_frames else "native"
         if backend == "native" and keep_frames:
@@ -356,21 +381,7 @@ class AtariVecEnv(VecEnv):
         self.backend = backend
         self.env_id = env_id
         self.game = game
-        if blank_regions is not None:
-            regions = tuple(tuple(int(v) for v in r) for r in blank_regions)
-            blank_source = "given by caller"
-        elif game in SCORE_REGIONS:
-            regions = SCORE_REGIONS[game]
-            blank_source = f"SCORE_REGIONS[{game!r}]"
-        else:
-            regions = ()
-            blank_source = f"none: {game!r} has no entry in rlhp_core.envs.SCORE_REGIONS (pass blank_regions=...)"
-            warnings.warn(
-                f"{env_id}: no score-blanking regions known for game {game!r}; the reward model "
-                f"may read the score off the screen. Known games: {sorted(SCORE_REGIONS)}",
-                stacklevel=3,
-            )
-        mask, boxes = _blank_masks(regions)
+        regions, boxes, blank_source, mask = _atari_blanking(env_id, game, blank_regions)
         self.blank_mask = mask
         """(84, 84) bool: the observation pixels that are always BLANK_VALUE."""
         self._boxes = [(slice(i0, i1), slice(j0, j1)) for i0, i1, j0, j1 in boxes]
@@ -694,9 +705,11 @@ def make_vec_env(
         keep_frames: also return raw RGB frames (for people to label).
         blank_regions: Atari only: raw-screen rectangles (row0, row1, col0, col1) to blank
             instead of the game's entry in :data:`SCORE_REGIONS` (``()`` blanks nothing).
-        num_threads: Atari emulator threads (None: min(num_envs, cores available)).
-        atari_backend: 'auto' ('native' without frames, 'rgb' with), 'native' (ALE's C++
-            preprocessing, fastest) or 'rgb' (ALE RGB + numpy preprocessing; gives frames).
+        num_threads: Atari emulator threads, or worker processes for 'ale_loop' (None:
+            min(num_envs, cores available)).
+        atari_backend: 'auto' ('ale_loop' for Enduro, else 'native', or 'rgb' with frames),
+            'native' (ALE's C++ preprocessing, fastest), 'rgb' (ALE RGB + numpy preprocessing;
+            frames) or 'ale_loop' (:mod:`rlhp_core.ale_loop`: native's obs, frames, RAM progress).
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
@@ -715,20 +728,19 @@ def make_vec_env(
         raise ValueError(f"max_episode_steps must be an integer >= 1 or None, got {max_episode_steps!r}")
     if num_threads is not None and (not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
         raise ValueError(f"num_threads must be an integer >= 1 or None, got {num_threads!r}")
+    if atari_backend not in ATARI_BACKENDS:
+        raise ValueError(f"atari_backend must be one of {ATARI_BACKENDS}, got {atari_backend!r}")
     game = atari_game(env_id)
     if game is not None:
-        return AtariVecEnv(
-            env_id,
-            game,
-            num_envs,
-            sticky_actions=sticky,
-            frameskip=int(frameskip),
-            max_episode_steps=None if max_episode_steps is None else int(max_episode_steps),
-            keep_frames=bool(keep_frames),
-            blank_regions=blank_regions,
-            num_threads=num_threads,
-            backend=atari_backend,
-        )
+        common = dict(sticky_actions=sticky, frameskip=int(frameskip), keep_frames=bool(keep_frames),
+                      max_episode_steps=None if max_episode_steps is None else int(max_episode_steps),
+                      blank_regions=blank_regions)
+        if atari_backend == "ale_loop" or atari_backend == "auto" and game == "enduro":
+            from .ale_loop import AleLoopVecEnv  # imports this module
+
+            workers = min(num_envs, int(num_threads or _default_threads(num_envs)))
+            return AleLoopVecEnv(env_id, game, num_envs, num_workers=workers, **common)
+        return AtariVecEnv(env_id, game, num_envs, num_threads=num_threads, backend=atari_backend, **common)
     if sticky != 0.0:
         raise ValueError(f"sticky_actions applies to Atari envs only; {env_id} needs sticky_actions=0.0, got {sticky}")
     if blank_regions is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .paths import connect_readonly
 from .segments import ANSWERS, Query, Segment, check_answer
 
 SCHEMA_VERSION = 1
@@ -67,6 +68,30 @@ class AnswerRecord:
 
 class LabelStoreError(ValueError):
     pass
+
+
+def read_meta(path: str | Path) -> dict[str, str]:
+    """A label store's meta rows (env_id, obs_shape, schema_version...), read without writing.
+
+    For checks before a run starts: opening a :class:`LabelStore` adds its schema to whatever
+    SQLite file it is given. Raises LabelStoreError naming the path when it is missing, not a
+    file, or not a label store.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LabelStoreError(f"{path} {'is not a file' if path.exists() else 'does not exist'}; "
+                              f"expected a run's labels.sqlite")
+    try:
+        con = connect_readonly(path)
+        try:
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise LabelStoreError(f"{path} is not a label store ({exc}); expected a run's labels.sqlite") from None
+    if "env_id" not in meta:
+        raise LabelStoreError(f"{path} is not a label store (no env_id in its meta table)")
+    return meta
 
 
 class LabelStore:

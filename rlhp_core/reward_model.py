@@ -71,6 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .normalization import member_weights, std_floor
 from .preference import preference_loss_per_item
 from .segments import ANSWER_MU, Query, Segment, check_answer
 
@@ -961,6 +962,10 @@ class RewardEnsemble:
         self.l2 = np.full(self.n_members, float(l2_init), dtype=np.float64)
         self.norm_mean = np.zeros(self.n_members, dtype=np.float64)
         self.norm_std = np.ones(self.n_members, dtype=np.float64)
+        self.norm_weight = np.ones(self.n_members, dtype=np.float64)
+        """Each member's weight in r̂: 0 for one whose last fit failed the chance test (normalization.py)."""
+        self.raw_std = np.ones(self.n_members, dtype=np.float64)
+        """Each member's raw per-step std on the last normalisation sample, before the floor (a health metric)."""
         self.norm_count = 0
         self._rng = np.random.default_rng(self.seed)
         self.train_steps = 0
@@ -1096,9 +1101,10 @@ class RewardEnsemble:
 
     # --- inference for the learner ------------------------------------------------------
     def predict_members(self, obs, actions=None) -> np.ndarray:
-        """Normalised per-member rewards (M, B): (raw - mean_m) / std_m * reward_std."""
+        """Normalised per-member rewards (M, B): (raw - mean_m) / std_m * reward_std * weight_m
+        (std_m floored and weight_m set by :meth:`update_normalization`)."""
         raw = self.raw_rewards(obs, actions)
-        return (raw - self.norm_mean[:, None]) / self.norm_std[:, None] * self.reward_std
+        return (raw - self.norm_mean[:, None]) / self.norm_std[:, None] * (self.reward_std * self.norm_weight[:, None])
 
     def predict(self, obs, actions=None) -> np.ndarray:
         """r̂ for a batch of states (all envs at once): (B,) float32, the mean over members of
@@ -1107,18 +1113,24 @@ class RewardEnsemble:
 
     __call__ = predict
 
-    def update_normalization(self, obs, actions=None) -> dict:
+    def update_normalization(self, obs, actions=None, *, segment_length: int = 25, fit_metrics: dict | None = None) -> dict:
         """Set each member's (mean, std) from the raw outputs on these states (a sample of
         recent agent states, e.g. the last rollouts). Replaces the previous statistics.
         Returns them. On this very batch each member's normalised output then has mean 0 and
-        std ``reward_std`` (population std)."""
+        std ``reward_std``, unless its raw std is below the floor for ``segment_length``-step
+        segments; ``fit_metrics`` (from :meth:`train`) set each member's weight by the chance
+        test. Both rules: rlhp_core/normalization.py."""
         raw = self.raw_rewards(obs, actions)
         if raw.shape[1] < 2:
             raise ValueError(f"update_normalization needs at least 2 states, got {raw.shape[1]}")
         self.norm_mean = raw.mean(axis=1)
-        self.norm_std = np.maximum(raw.std(axis=1), 1e-8)
+        self.raw_std = raw.std(axis=1)
+        self.norm_std = np.maximum(self.raw_std, std_floor(segment_length))
+        if fit_metrics is not None and "val_decisive_members" in fit_metrics:
+            self.norm_weight = member_weights(fit_metrics["val_accuracy_members"], fit_metrics["val_decisive_members"])
         self.norm_count = raw.shape[1]
-        return {"norm_mean": self.norm_mean.tolist(), "norm_std": self.norm_std.tolist()}
+        return {"norm_mean": self.norm_mean.tolist(), "norm_std": self.norm_std.tolist(),
+                "norm_weight": self.norm_weight.tolist()}
 
     def segment_returns(self, obs, actions=None, normalized: bool = False) -> np.ndarray:
         """Summed predicted reward of each segment per member: obs (S, T, *obs_shape),
@@ -1269,13 +1281,14 @@ class RewardEnsemble:
             "val_loss_members": va["loss"],
             "val_accuracy_members": va["acc"],
             "val_size_members": va["n"],
+            "val_decisive_members": va["decisive"],
             "dataset_size": len(dataset),
         }
 
     def _score(self, dataset: PreferenceDataset, sets: list[np.ndarray]) -> dict:
         m = self.n_members
         length = max(len(s) for s in sets)
-        out = {"loss": [float("nan")] * m, "acc": [float("nan")] * m, "n": [len(s) for s in sets]}
+        out = {"loss": [float("nan")] * m, "acc": [float("nan")] * m, "n": [len(s) for s in sets], "decisive": [0] * m}
         if length == 0:
             return out
         # Pad every member's list to a common length (masked), then score in chunks.
@@ -1306,6 +1319,7 @@ class RewardEnsemble:
                 out["loss"][j] = float(loss_sum[j] / mask[j].sum())
             if n_decisive[j] > 0:
                 out["acc"][j] = float(corr[j] / n_decisive[j])
+            out["decisive"][j] = int(n_decisive[j])
         return out
 
     def _adapt_l2(self, train_losses: Sequence[float], val_losses: Sequence[float]) -> None:
@@ -1342,6 +1356,8 @@ class RewardEnsemble:
             "l2": torch.from_numpy(self.l2.copy()),
             "norm_mean": torch.from_numpy(self.norm_mean.copy()),
             "norm_std": torch.from_numpy(self.norm_std.copy()),
+            "norm_weight": torch.from_numpy(self.norm_weight.copy()),
+            "raw_std": torch.from_numpy(self.raw_std.copy()),
             "norm_count": self.norm_count,
             "rng": self._rng.bit_generator.state,
             "train_steps": self.train_steps,
@@ -1356,6 +1372,9 @@ class RewardEnsemble:
         self.l2 = sd["l2"].double().numpy().copy()
         self.norm_mean = sd["norm_mean"].double().numpy().copy()
         self.norm_std = sd["norm_std"].double().numpy().copy()
+        ones = torch.ones(self.n_members, dtype=torch.float64)  # states saved before these existed
+        self.norm_weight = sd.get("norm_weight", ones).double().numpy().copy()
+        self.raw_std = sd.get("raw_std", sd["norm_std"]).double().numpy().copy()
         self.norm_count = int(sd["norm_count"])
         self._rng.bit_generator.state = sd["rng"]
         self.train_steps = int(sd["train_steps"])

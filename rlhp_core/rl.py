@@ -57,13 +57,14 @@ class RLSettings:
     :func:`resolve_settings` (``make_algo`` does it; the resolved copy is ``algo.settings``)."""
 
     lr: float
-    """Initial learning rate (decayed linearly to 0 over ``total_steps`` when ``anneal_lr``)."""
+    """Initial learning rate (decayed linearly to 0 over ``total_steps`` agent steps when ``anneal_lr``)."""
     n_steps: int
     """Rollout length per env per update (paper A2C: 5; PPO Atari: 128)."""
     num_envs: int
     """Parallel envs N; every rollout must have N columns."""
     total_steps: int
-    """Agent steps (summed over envs) of the whole run: the horizon of the linear lr decay."""
+    """Agent steps (summed over envs) at which the linear lr decay reaches 0: the lr horizon. The learner
+    passes ``TrainConfig.lr_horizon`` (10M on Atari, the reference runs' length), not its run's length."""
     gamma: float = 0.99
     """Discount factor."""
     ent_coef: float = 0.01

@@ -38,6 +38,8 @@ class Segment:
     truncations: (T,) bool, True where that end was a time limit and not a termination; None
         (segments stored before this field existed) counts every end as a termination.
     frames: (T, H, W, 3) uint8 raw RGB render for people, or None when not kept.
+    progress: (T,) float32 driving progress per step (Enduro: odometer distance, read from the
+        emulator's RAM), or None for envs without such a measure; only scripted teachers read it.
     env_index, start_step: where it came from (which env, global step count at its start).
     """
 
@@ -50,10 +52,11 @@ class Segment:
     start_step: int = 0
     extras: dict = field(default_factory=dict)
     truncations: np.ndarray | None = None
+    progress: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.obs)
-        for name in ("actions", "true_rewards", "episode_ends", "truncations"):
+        for name in ("actions", "true_rewards", "episode_ends", "truncations", "progress"):
             if getattr(self, name) is not None and len(getattr(self, name)) != n:
                 raise ValueError(f"segment field {name} has length {len(getattr(self, name))}, expected {n}")
         if self.frames is not None and len(self.frames) != n:
@@ -79,8 +82,9 @@ class Segment:
             episode_ends=self.episode_ends,
             meta=np.array([self.env_index, self.start_step], dtype=np.int64),
         )
-        if self.truncations is not None:
-            arrays["truncations"] = self.truncations
+        for name in ("truncations", "progress"):
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name)
         if with_frames and self.frames is not None:
             arrays["frames"] = self.frames
         np.savez_compressed(buf, **arrays)
@@ -100,6 +104,7 @@ class Segment:
                 env_index=env_index,
                 start_step=start_step,
                 truncations=z["truncations"] if "truncations" in z.files else None,
+                progress=z["progress"] if "progress" in z.files else None,
             )
 
 

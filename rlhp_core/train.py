@@ -16,9 +16,9 @@ directory resumes it from its newest complete checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -31,13 +31,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .allocator import active_allocator, reexec_with_tcmalloc
+from .allocator import active_allocator
 from .background_fit import BackgroundFit
 from .buffer import SegmentBuffer
 from .checkpoint import CheckpointError, load_latest, save_checkpoint
 from .config import TrainConfig, is_atari, resolve, save_config
 from .envs import episode_step_limit, make_vec_env
+from .episode_stats import WINDOW_KEYS, EpisodeStats
 from .label_store import LabelStore
+from .run_lock import RunLock
 from .labeler import Labeler, RoutedLabeler
 from .queries import select_pairs
 from .reward_model import PreferenceDataset, RewardEnsemble, bt_prob
@@ -46,12 +48,16 @@ from .schedule import LabelSchedule
 from .segments import ANSWER_MU, Query
 
 METRIC_KEYS = (
-    "charts/episodic_return", "charts/episodic_length", "charts/SPS", "labels/posted", "labels/answered",
-    "labels/trainable", "reward/val_accuracy", "reward/true_pref_accuracy", "reward/pred_true_corr",
-    "losses/reward_train", "losses/reward_val", "reward/l2", "losses/policy", "losses/value",
-    "losses/entropy", "charts/learning_rate",
+    *WINDOW_KEYS, "charts/SPS", "labels/posted", "labels/answered", "labels/trainable", "labels/equal_share",
+    "reward/val_accuracy", "reward/val_decisive", "reward/raw_std", "reward/members_learnt",
+    "reward/true_pref_accuracy", "reward/pred_true_corr", "losses/reward_train", "losses/reward_val", "reward/l2",
+    "losses/policy", "losses/value", "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/grad_norm",
+    "losses/explained_variance", "charts/learning_rate",
 )
 """Columns of metrics.csv, in order (CleanRL-style namespaces)."""
+
+PRETRAIN_CHECKPOINT_EPOCHS = 10
+"""Reward-model pretraining writes a checkpoint every this many epochs."""
 
 RESUMABLE_CHANGES = {"total_steps", "device", "progress", "checkpoint_every", "log_every", "run_dir", "extra"}
 """Config fields that may differ when a run directory is resumed."""
@@ -104,29 +110,17 @@ def _episode_end_penalty(cfg: TrainConfig) -> float:
 
 
 def _reward_metrics(m: dict) -> dict[str, float]:
+    """A fit's metrics as metrics.csv columns (val_accuracy: on decisive held-out pairs only)."""
     return {"losses/reward_train": m.get("train_loss"), "losses/reward_val": m.get("val_loss"),
-            "reward/val_accuracy": m.get("val_accuracy"), "reward/l2": m.get("l2_mean")}
+            "reward/val_accuracy": m.get("val_accuracy"), "reward/l2": m.get("l2_mean"),
+            "reward/val_decisive": float(np.mean(m.get("val_decisive_members", [np.nan])))}
 
 
-class _EpisodeStats:
-    """True (unclipped) returns of finished episodes: a window for logging, a longer tail for the summary."""
-
-    def __init__(self):
-        self.since_log: list[tuple[float, int]] = []
-        self.recent: deque[float] = deque(maxlen=10)
-        self.count = 0
-
-    def add(self, ret: float, length: int) -> None:
-        self.since_log.append((ret, length))
-        self.recent.append(ret)
-        self.count += 1
-
-    def pop_window(self) -> dict[str, float]:
-        if not self.since_log:
-            return {}
-        rets, lens = zip(*self.since_log)
-        self.since_log = []
-        return {"charts/episodic_return": float(np.mean(rets)), "charts/episodic_length": float(np.mean(lens))}
+def query_id(seed: int, index: int) -> str:
+    """The id of a run's ``index``-th query (counting every query in its store, imported ones
+    too): a function of the seed and the count, not of a random stream, so a run that crashed
+    before its first checkpoint and starts again never reuses an id the store already holds."""
+    return hashlib.blake2b(f"rlhp-query:{seed}:{index}".encode(), digest_size=8).hexdigest()
 
 
 class _StateIds:
@@ -148,22 +142,30 @@ class Learner:
     def __init__(self, cfg: TrainConfig, *, labeler: Labeler | None = None,
                  on_metrics: Callable[[int, dict[str, float]], None] | None = None,
                  should_stop: Callable[[], bool] | None = None):
-        asked_fit = cfg.reward_fit
+        asked = cfg
         self.cfg = cfg = resolve(cfg)
         self.run_dir = Path(cfg.run_dir)
         self.on_metrics, self.should_stop = on_metrics, should_stop
         self.prefs = cfg.reward == "preferences"
         self.device = resolve_device(cfg.device)
-        self._check_run_dir(asked_fit)
-        cfg = self.cfg
-
         limit = episode_step_limit(cfg.env_id, cfg.max_episode_steps)
         if self.prefs and limit is not None and cfg.segment_length > limit:
             raise ValueError(
                 f"segment_length {cfg.segment_length} is longer than an episode of {cfg.env_id} "
                 f"({limit} steps); allowed: segment_length <= {limit}"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # one learner per run directory, from before its config is read until close()
+        self._lock = RunLock(self.run_dir).acquire()
+        try:
+            self._open(asked, labeler)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, asked: TrainConfig, labeler: Labeler | None) -> None:
+        """Everything of __init__ that reads or writes the run directory (under its lock)."""
+        self._check_run_dir(asked)
+        cfg = self.cfg
         self.status_path = self.run_dir / "status.json"
         self.store_path = self.run_dir / "labels.sqlite"
         self._owns_labeler = labeler is None
@@ -189,7 +191,8 @@ class Learner:
         self.action_shape = tuple(space.shape or ())
         self.action_dtype = np.int64 if not self.action_shape else np.float32
         settings = RLSettings(lr=cfg.lr, gamma=cfg.gamma, ent_coef=cfg.ent_coef, n_steps=cfg.n_steps,
-                              num_envs=cfg.num_envs, total_steps=cfg.total_steps)
+                              num_envs=cfg.num_envs, total_steps=cfg.lr_horizon,
+                              anneal_lr=cfg.lr_schedule == "linear")
         self.algo = make_algo(cfg.algo, self.env.obs_shape, self.env.obs_dtype, space, settings, self.device, cfg.seed)
 
         self.ensemble = self.dataset = self.schedule = None
@@ -210,26 +213,31 @@ class Learner:
         self.last_reward_fit = 0
         self.ingested: list[int] = []  # answer ids in the dataset, in order
         self.in_memory: dict[str, tuple] = {}  # query id -> (left obs, left act, right obs, right act)
-        self.episodes = _EpisodeStats()
+        self.episodes = EpisodeStats(cfg.num_envs)
         self.reward_metrics: dict[str, float] = {}
         self.resume_count = 0
+        self.pretrain_epoch = 0
         self._end_penalty = _episode_end_penalty(cfg)
         self._restore()
 
     # -- run directory ----------------------------------------------------------------------
-    def _check_run_dir(self, asked_fit: str) -> None:
+    def _check_run_dir(self, asked: TrainConfig) -> None:
         path = self.run_dir / "config.json"
         if not path.exists():
             return
         try:
             old = TrainConfig.from_json(path.read_text())
+            if "lr_horizon" not in json.loads(path.read_text()):  # written before it existed: decayed over the run
+                old.lr_horizon = old.total_steps
             old = resolve(old)
         except (ValueError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path} is not a config this code can read: {exc}") from exc
-        if asked_fit == "auto" and old.reward_fit != self.cfg.reward_fit:
-            # not asked for explicitly: a run goes on as it started (runs from before 'auto'
-            # existed were 'sync' on every env)
-            self.cfg = dataclasses.replace(self.cfg, reward_fit=old.reward_fit)
+        # A setting left to its per-env default (None, or reward_fit 'auto') goes on as the run
+        # started: the default may have changed since (reward_fit 'auto' did; lr_horizon follows
+        # total_steps off Atari, and total_steps may grow on resume).
+        kept = {f.name: getattr(old, f.name) for f in dataclasses.fields(TrainConfig)
+                if getattr(asked, f.name) is None or (f.name == "reward_fit" and asked.reward_fit == "auto")}
+        self.cfg = dataclasses.replace(self.cfg, **kept)
         diffs = {
             f.name: (getattr(old, f.name), getattr(self.cfg, f.name))
             for f in dataclasses.fields(TrainConfig)
@@ -257,8 +265,8 @@ class Learner:
         c = s["counters"]
         self.env_steps, self.iteration, self.phase = c["env_steps"], c["iteration"], c["phase"]
         self.last_reward_fit, self.resume_count = c["last_reward_fit"], c["resume_count"] + 1
-        self.episodes.recent.extend(c["recent_returns"])
-        self.episodes.count = c["episode_count"]
+        self.pretrain_epoch = c.get("pretrain_epoch", self.cfg.pretrain_epochs if self.phase == "training" else 0)
+        self.episodes.load_state_dict(c)
         self.rng.bit_generator.state = s["numpy_rng"]
         torch.set_rng_state(s["torch_rng"])
         if self.prefs:
@@ -299,7 +307,8 @@ class Learner:
             "algo": self.algo.state_dict(),
             "counters": dict(env_steps=self.env_steps, iteration=self.iteration, phase=self.phase,
                              last_reward_fit=self.last_reward_fit, resume_count=self.resume_count,
-                             recent_returns=list(self.episodes.recent), episode_count=self.episodes.count),
+                             pretrain_epoch=self.pretrain_epoch,
+                             **self.episodes.state_dict()),
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
         }
@@ -347,6 +356,7 @@ class Learner:
             "env_steps": self.env_steps, "total_steps": self.cfg.total_steps, "phase": self.phase,
             "labels_answered": answered, "labels_pending": counts.get("pending", 0),
             "label_budget": self.cfg.label_budget if self.prefs else 0,
+            "pretrain_epoch": self.pretrain_epoch, "pretrain_epochs": self.cfg.pretrain_epochs if self.prefs else 0,
             "episode_return": float(np.mean(self.episodes.recent)) if self.episodes.recent else None,
             "updated_at": time.time(),
         }
@@ -360,9 +370,9 @@ class Learner:
         actions, extras = self.algo.act(obs)
         out = self.env.step(actions)
         ended = out.terminated | out.truncated
-        self.buffer.add(obs, actions, out.reward, ended, frames, truncations=out.truncated & ~out.terminated)
-        for _, ret, length in out.episodes:
-            self.episodes.add(ret, length)
+        self.buffer.add(obs, actions, out.reward, ended, frames, truncations=out.truncated & ~out.terminated,
+                        progress=out.progress)
+        self.episodes.step(out.reward, ended, out.progress)
         self.env_steps += self.cfg.num_envs
         return actions, extras, out
 
@@ -378,9 +388,10 @@ class Learner:
         pairs = select_pairs(source, count, L, self.rng, mode=mode, factor=self.cfg.candidate_factor,
                              member_probs=probs, newer_than=newer_than)
         queries = []
-        for le, ls, re_, rs in pairs:
+        first = self._labels_posted()
+        for i, (le, ls, re_, rs) in enumerate(pairs):
             left, right = self.buffer.segment(le, ls, L), self.buffer.segment(re_, rs, L)
-            qid = self.rng.bytes(8).hex()
+            qid = query_id(self.cfg.seed, first + i)
             queries.append(Query(qid, left, right))
             self.in_memory[qid] = (left.obs, left.actions, right.obs, right.actions)
         self.labeler.post(self.store, queries, self.env_steps)
@@ -419,15 +430,19 @@ class Learner:
     def _labels_posted(self) -> int:
         return self.store.num_queries()
 
-    def _update_normalization(self) -> None:
+    def _update_normalization(self, fit: dict | None) -> None:
+        """Rescale r̂ on recent states after a fit (``fit``: its metrics, for the chance test)."""
         n = self.buffer.filled
         k = 1024
         if n == 0:  # resumed between the initial labels and training: the buffer is not checkpointed
-            self.ensemble.update_normalization(*self.dataset.normalization_sample(k, self.rng))
-            return
-        rows = self.rng.integers(self.buffer.steps_written - n, self.buffer.steps_written, size=k) % self.buffer.capacity
-        envs = self.rng.integers(0, self.cfg.num_envs, size=k)
-        self.ensemble.update_normalization(self.buffer.obs[rows, envs], self.buffer.actions[rows, envs])
+            obs, actions = self.dataset.normalization_sample(k, self.rng)
+        else:
+            rows = self.rng.integers(self.buffer.steps_written - n, self.buffer.steps_written, size=k) % self.buffer.capacity
+            envs = self.rng.integers(0, self.cfg.num_envs, size=k)
+            obs, actions = self.buffer.obs[rows, envs], self.buffer.actions[rows, envs]
+        self.ensemble.update_normalization(obs, actions, segment_length=self.cfg.segment_length, fit_metrics=fit)
+        self.reward_metrics["reward/raw_std"] = float(np.mean(self.ensemble.raw_std))
+        self.reward_metrics["reward/members_learnt"] = float(np.sum(self.ensemble.norm_weight))
 
     def _fit_reward(self, comparisons: int) -> None:
         """Train r̂ on the answers so far: here and now ('sync'), or on the second thread
@@ -440,8 +455,9 @@ class Learner:
                 self.fitter = BackgroundFit.copy_of(self.ensemble)
             self.fitter.start(self.dataset, comparisons)
             return
-        self.reward_metrics = _reward_metrics(self.ensemble.train(self.dataset, comparisons))
-        self._update_normalization()
+        fit = self.ensemble.train(self.dataset, comparisons)
+        self.reward_metrics = _reward_metrics(fit)
+        self._update_normalization(fit)
 
     def _install_fit(self) -> None:
         """Background fits: wait for the one started at the last refit and use it from now on."""
@@ -449,7 +465,7 @@ class Learner:
             done = self.fitter.install(self.ensemble)
             if done is not None:
                 self.reward_metrics = _reward_metrics(done)
-                self._update_normalization()
+                self._update_normalization(done)
 
     def _reward_quality(self) -> dict[str, float]:
         """How well r̂ tracks the true reward on fresh segments of the current policy.
@@ -484,7 +500,7 @@ class Learner:
         per_round = max(1, self.cfg.num_envs * self.buffer.capacity // (2 * cfg.segment_length))
         posted = self._labels_posted()
         fresh = 0
-        while posted < cfg.initial_labels:
+        while self.phase == "initial labels" and posted < cfg.initial_labels:
             _, _, out = self._step_envs(obs, frames)
             obs, frames = out.obs, out.frames
             fresh += 1
@@ -492,6 +508,7 @@ class Learner:
                 posted += self._post_queries(min(per_round, cfg.initial_labels - posted), "random",
                                              newer_than=self.buffer.steps_written - fresh)
                 fresh = 0
+                self._checkpoint()  # a crash from here on resumes after this round, not from step 0
                 self._write_status()
             self._tick()
             if self._stop_requested():
@@ -508,15 +525,35 @@ class Learner:
             if self._stop_requested():
                 return obs, frames, False
             time.sleep(0.5)
-        self.phase = "pretraining reward model"
-        self._write_status()
-        self._ingest_answers()
-        if len(self.dataset):
-            self.reward_metrics = _reward_metrics(self.ensemble.pretrain(self.dataset, cfg.pretrain_epochs))
-        self._update_normalization()
+        if self.phase != "pretraining reward model":
+            self.phase = "pretraining reward model"
+            self._ingest_answers()
+            self._checkpoint()
+        fit = self._pretrain() if len(self.dataset) else None
+        if fit is not None:
+            self.reward_metrics = _reward_metrics(fit)
+        self._update_normalization(fit)
         self.phase = "training"
         self.last_reward_fit = self.env_steps
         return obs, frames, True
+
+    def _pretrain(self) -> dict:
+        """The paper's pretraining on the initial labels (200 epochs on Atari: hours on a CPU),
+        checkpointed every ``PRETRAIN_CHECKPOINT_EPOCHS`` so a crash loses at most those; the
+        progress bar and status.json show the epoch."""
+        fit: dict = {}
+        total = self.cfg.pretrain_epochs
+        self._write_status()
+        while self.pretrain_epoch < total:
+            epochs = min(PRETRAIN_CHECKPOINT_EPOCHS, total - self.pretrain_epoch)
+            fit = self.ensemble.pretrain(self.dataset, epochs)
+            self.pretrain_epoch += epochs
+            self._checkpoint()
+            self._write_status()
+            if self._bar is not None:
+                self._bar.set_postfix({"pretraining": f"epoch {self.pretrain_epoch}/{total}",
+                                       "val_acc": f"{fit.get('val_accuracy', float('nan')):.2f}"})
+        return fit
 
     # -- the loop --------------------------------------------------------------------------------------
     def _stop_requested(self) -> bool:
@@ -581,7 +618,9 @@ class Learner:
                 ))
                 self.iteration += 1
 
-                if self.prefs and self.env_steps - self.last_reward_fit >= cfg.reward_update_every:
+                # the last update is a refit point too, so the run asks for exactly its label budget
+                if self.prefs and (self.env_steps - self.last_reward_fit >= cfg.reward_update_every
+                                   or self.env_steps >= cfg.total_steps):
                     self._install_fit()
                     due = self.schedule.due(self.env_steps * self.frames_per_step)
                     self._post_queries(due - self._labels_posted(), cfg.query_selection,
@@ -601,6 +640,9 @@ class Learner:
                         metrics["labels/posted"] = self._labels_posted()
                         metrics["labels/answered"] = sum(counts[k] for k in ("left", "right", "equal", "incomparable"))
                         metrics["labels/trainable"] = len(self.dataset)
+                        answered = sum(counts[k] for k in ("left", "right", "equal"))
+                        if answered:
+                            metrics["labels/equal_share"] = counts["equal"] / answered
                         metrics.update({k: v for k, v in self.reward_metrics.items() if v is not None})
                         metrics.update(self._reward_quality())
                     metrics = {k: float(v) for k, v in metrics.items() if v is not None and k in METRIC_KEYS}
@@ -653,16 +695,23 @@ class Learner:
         }
 
     def close(self) -> None:
-        if self.fitter is not None and self.fitter.running:  # after an error: let the thread end
-            try:
-                self.fitter.wait()
-            except Exception:  # noqa: BLE001 - the loop's own error is the one being raised
-                pass
-        self.env.close()
-        if self.labeler is not None and self._owns_labeler:
-            self.labeler.close()
-        if self.store is not None:
-            self.store.close()
+        """Release everything the learner holds (also what a failed __init__ had opened)."""
+        try:
+            fitter, env = getattr(self, "fitter", None), getattr(self, "env", None)
+            labeler, store = getattr(self, "labeler", None), getattr(self, "store", None)
+            if fitter is not None and fitter.running:  # after an error: let the thread end
+                try:
+                    fitter.wait()
+                except Exception:  # noqa: BLE001 - the loop's own error is the one being raised
+                    pass
+            if env is not None:
+                env.close()
+            if labeler is not None and self._owns_labeler:
+                labeler.close()
+            if store is not None:
+                store.close()
+        finally:
+            self._lock.release()  # only now may another learner take the run directory
 
 
 def run_training(cfg: TrainConfig, *, labeler: Labeler | None = None,
@@ -676,90 +725,8 @@ def run_training(cfg: TrainConfig, *, labeler: Labeler | None = None,
         learner.close()
 
 
-# -- command line ------------------------------------------------------------------------------------
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m rlhp_core.train",
-        description="Learn a reward from preferences and train a policy on it (Christiano et al. 2017). "
-                    "Rerunning the same command on the same --run-dir resumes it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--config", help="JSON file with TrainConfig fields; flags given on the command line override it")
-    docs = _field_docs()
-    for f in dataclasses.fields(TrainConfig):
-        if f.name == "extra":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        if "bool" in kind:
-            conv = _parse_bool
-        elif "int" in kind:
-            conv = int
-        elif "float" in kind:
-            conv = float
-        else:
-            conv = str
-        p.add_argument(flag, type=conv, default=argparse.SUPPRESS, help=docs.get(f.name, ""))
-    p.add_argument("--host", default=argparse.SUPPRESS, help="human labeling page: bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=argparse.SUPPRESS, help="human labeling page: port (default: any free)")
-    p.add_argument("--token", default=argparse.SUPPRESS, help="human labeling page: access token (required off localhost)")
-    return p
-
-
-def _field_docs() -> dict[str, str]:
-    """The docstring under each TrainConfig field, for --help (one source of truth)."""
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(TrainConfig))
-    body = tree.body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = " ".join(str(nxt.value.value).split()).replace("%", "%%")
-    return docs
-
-
-def config_from_args(argv: list[str] | None = None) -> TrainConfig:
-    args = vars(build_parser().parse_args(argv))
-    base = TrainConfig.from_json(Path(args.pop("config")).read_text()) if args.get("config") else TrainConfig()
-    args.pop("config", None)
-    extra = dict(base.extra)
-    for key in ("host", "port", "token"):
-        if key in args:
-            extra[key] = args.pop(key)
-    cfg = dataclasses.replace(base, **args, extra=extra)
-    return cfg
-
-
-def main(argv: list[str] | None = None) -> int:
-    torch.set_num_threads(int(os.environ.get("RLHP_TORCH_THREADS", "1")))
-    try:
-        cfg = config_from_args(argv)
-        summary = run_training(cfg)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: checkpoint written; rerun the same command to resume", file=sys.stderr)
-        return 130
-    print(json.dumps({k: v for k, v in summary.items() if k != "env_info"}, indent=2))
-    return 0
-
-
-def cli() -> int:
-    """The ``rlhp-train`` console script: ``main`` under tcmalloc (rlhp_core/allocator.py)."""
-    reexec_with_tcmalloc()
-    return main()
-
+# -- command line: rlhp_core/cli.py (python -m rlhp_core.train runs it) --------------------------------
+from .cli import cli, main  # noqa: E402,F401 - re-exported: the command's historical home
 
 if __name__ == "__main__":
     sys.exit(cli())

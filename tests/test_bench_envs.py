@@ -3,8 +3,9 @@
 Compare the two rows of the table (same run, same machine) rather than absolute numbers:
 ``pytest tests/test_bench_envs.py --benchmark-enable`` (add ``--benchmark-autosave`` to keep
 them). Under the default ``--benchmark-disable`` each runs once, quickly. Rows: the raw
-emulator (ale-py's own gray 84x84 preprocessing), make_vec_env without frames (native
-backend: what training runs) and with frames (rgb backend: human-labelled runs). The
+emulator (ale-py's own gray 84x84 preprocessing), make_vec_env's native backend (what
+training runs, but for Enduro, which defaults to ale_loop for its RAM: see rlhp_core/ale_loop.py
+for that backend's speed) and its rgb backend (frames: human-labelled runs). The
 make_vec_env row's ``extra_info`` holds all speeds measured back to back in that test and the
 ratios ("loop at X x raw emulator"), in steps/s and in CPU microseconds per env step (the
 steadier number when other processes share the cores).
@@ -67,11 +68,11 @@ def _enabled(config) -> bool:
 def envs(request):
     # Making 16 ALE envs takes ~1.5 s and a seeded reset as much again, so the default
     # (benchmarks disabled) run builds only the two that give the headline ratio.
-    out = {"raw": _raw_env(), "rlhp": make_vec_env(ENDURO, NUM_ENVS)}  # rlhp: native backend, training
+    out = {"raw": _raw_env(), "rlhp": make_vec_env(ENDURO, NUM_ENVS, atari_backend="native")}
     out["rlhp"].reset(seed=0)
     if _enabled(request.config):
         out["raw_rgb"] = _raw_env(rgb=True)  # the RGB screens the rgb backend runs on
-        out["rlhp_frames"] = make_vec_env(ENDURO, NUM_ENVS, keep_frames=True)  # rgb backend: human-labelled runs
+        out["rlhp_frames"] = make_vec_env(ENDURO, NUM_ENVS, keep_frames=True, atari_backend="rgb")
         out["rlhp_frames"].reset(seed=0)
     yield out
     for e in out.values():

@@ -59,7 +59,7 @@ def grid(tmp_path_factory):
     base = tmp_path_factory.mktemp("report")
     d = base / "sweep"
     fake = H.load_fake(base)
-    argv = ["--dir", str(d), "--env-steps", "400", "--set", "log_every=100", "--seeds", "3", "--budgets", "50,200"]
+    argv = ["--dir", str(d), "--env-steps", "40000", "--set", "log_every=10000", "--seeds", "3", "--budgets", "50,200"]
     assert main(argv, train_fn=fake, progress=False) == 0
     return d
 
@@ -114,7 +114,7 @@ def test_search_report(tmp_path):
     from bench.sweep import main as sweep
 
     d = tmp_path / "sweep"
-    argv = ["--preset", "hparams", "--dir", str(d), "--env-steps", "400", "--set", "log_every=100", "--trials", "3"]
+    argv = ["--preset", "hparams", "--dir", str(d), "--env-steps", "40000", "--set", "log_every=10000", "--trials", "3"]
     assert sweep(argv, train_fn=H.load_fake(tmp_path), progress=False) == 0
     out = tmp_path / "out"
     assert report([str(d), "--out", str(out)]) == 0
@@ -185,7 +185,7 @@ def test_noise_sweep_report_per_teacher_with_label_statistics(tmp_path, capsys):
     from bench.sweep import main as sweep
 
     d = tmp_path / "sweep"
-    argv = ["--preset", "noise", "--dir", str(d), "--env-steps", "400", "--set", "log_every=100", "--seeds", "2",
+    argv = ["--preset", "noise", "--dir", str(d), "--env-steps", "40000", "--set", "log_every=10000", "--seeds", "2",
             "--teachers", *NOISE_TEACHERS]
     assert sweep(argv, train_fn=H.load_fake(tmp_path), progress=False) == 0
     assert sorted(p.name for p in (d / "trials").iterdir()) == sorted(

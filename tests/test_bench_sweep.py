@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -118,8 +119,9 @@ def fake(tmp_path_factory):
 
 
 def small(sweep_dir: Path, *more: str) -> list[str]:
-    """A tiny quick-preset sweep: 2 budgets x 2 seeds + 2 true-reward cells, 4 metric rows each."""
-    return ["--dir", str(sweep_dir), "--env-steps", "400", "--set", "log_every=100", "--seeds", "2", *more]
+    """A quick-preset sweep: 2 budgets x 2 seeds + 2 true-reward cells, 4 metric rows each (40k steps: the
+    fewest that allow both budgets' labels, 200 comparisons of 25-step segments; the fake learner takes no time)."""
+    return ["--dir", str(sweep_dir), "--env-steps", "40000", "--set", "log_every=10000", "--seeds", "2", *more]
 
 
 def load(sweep_dir: Path, study: str = "quick"):
@@ -238,7 +240,7 @@ def test_objective_with_a_fixed_trial_logs_one_finished_run(tmp_path, fake):
     assert run.data.params["initial_labels"] == "13"  # resolved: ceil(25% of 50)
     assert run.data.params["env/frameskip"] == "1"
     steps = [m.step for m in tracker.client.get_metric_history(run.info.run_id, "charts/episodic_return")]
-    assert steps == [100, 200, 300, 400]
+    assert steps == [10_000, 20_000, 30_000, 40_000]
     assert trial.user_attrs["cell"] == "rlhp-b50-s1" and trial.user_attrs["labels"] == 50
 
 
@@ -256,11 +258,11 @@ def test_pruned_trial_stops_the_learner_and_its_run_ends_killed(tmp_path, fake):
     study.optimize(objective, n_trials=1)
     t = study.trials[0]
     assert t.state == optuna.trial.TrialState.PRUNED
-    assert t.intermediate_values == {100: pytest.approx(25.5)}  # reported, then pruned at the first report
-    assert t.user_attrs["env_steps"] == 100  # should_stop stopped the learner there
+    assert t.intermediate_values == {10_000: pytest.approx(25.5)}  # reported, then pruned at the first report
+    assert t.user_attrs["env_steps"] == 10_000  # should_stop stopped the learner there
     run = tracker.client.get_run(t.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"
-    assert run.data.tags["rlhp.stop_reason"] == "pruned at step 100"
+    assert run.data.tags["rlhp.stop_reason"] == "pruned at step 10000"
 
 
 def test_crashed_trial_run_ends_failed(tmp_path, fake, monkeypatch):
@@ -329,7 +331,7 @@ def test_trial_runs_hold_params_stepped_metrics_and_artifacts(grid_sweep):
     assert {"env/frameskip", "env/sticky_actions", "env/ale_py", "sticky_actions", "frameskip"} <= set(p)
     for key in ("charts/episodic_return", "labels/answered", "reward/pred_true_corr", "charts/SPS"):
         history = client.get_metric_history(run.info.run_id, key)
-        assert [m.step for m in history] == [100, 200, 300, 400], key
+        assert [m.step for m in history] == [10_000, 20_000, 30_000, 40_000], key
     labels = client.get_metric_history(run.info.run_id, "labels/answered")
     assert [m.value for m in labels] == [50, 100, 150, 200]
     art = {a.path for folder in ("plots", "labels", "model", "run")
@@ -358,9 +360,9 @@ def test_rerunning_resumes_and_a_bigger_grid_only_adds_cells(grid_sweep, fake):
 def test_rerunning_with_other_settings_is_refused(grid_sweep, fake, capsys):
     from bench.sweep import main
 
-    assert main(small(grid_sweep)[:3] + ["800"], train_fn=fake, progress=False) == 2
+    assert main(small(grid_sweep)[:3] + ["80000"], train_fn=fake, progress=False) == 2
     err = capsys.readouterr().err
-    assert "env_steps: study has 400, asked 800" in err and "--study NAME" in err
+    assert "env_steps: study has 40000, asked 80000" in err and "--study NAME" in err
 
 
 def test_interrupted_and_crashed_cells_are_resumed_by_rerunning(tmp_path, fake, monkeypatch, capsys):
@@ -400,7 +402,7 @@ def test_hparams_search_runs_tpe_trials_and_logs_their_params(tmp_path, fake):
     from bench.sweep import main
 
     d = tmp_path / "sweep"
-    argv = ["--preset", "hparams", "--dir", str(d), "--env-steps", "400", "--set", "log_every=100",
+    argv = ["--preset", "hparams", "--dir", str(d), "--env-steps", "40000", "--set", "log_every=10000",
             "--trials", "3", "--set", "reward_batch=16"]
     assert main(argv, train_fn=fake, progress=False) == 0
     study = load(d, "hparams")
@@ -416,6 +418,21 @@ def test_hparams_search_runs_tpe_trials_and_logs_their_params(tmp_path, fake):
     assert len(load(d, "hparams").trials) == 4
 
 
+def _start_hanging_worker(tmp_path: Path, d: Path, argv: list[str]) -> subprocess.Popen:
+    """A worker process whose trial (cell rlhp-b50-s0) hangs half-way, heartbeat going, until killed."""
+    worker = write_fake_worker(tmp_path)
+    proc = subprocess.Popen([sys.executable, str(worker), *argv], env=env(FAKE_HANG="rlhp-b50-s0"), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    state = d / "trials" / "rlhp-b50-s0" / "state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["env_steps"] >= 20_000:
+            break
+        time.sleep(0.3)
+    assert proc.poll() is None, proc.communicate()[0]
+    return proc
+
+
 def test_a_killed_workers_trial_is_retried_and_resumes_its_run(tmp_path, fake):
     """kill -9 a worker mid-trial; after the grace period the rerun fails it and runs a retry
     that reopens the same run directory and MLflow run."""
@@ -426,16 +443,7 @@ def test_a_killed_workers_trial_is_retried_and_resumes_its_run(tmp_path, fake):
     d = tmp_path / "sweep"
     argv = small(d, "--seeds", "1", "--methods", "rlhp", "--budgets", "50", "--heartbeat-interval", "1",
                  "--grace-period", "3")
-    worker = write_fake_worker(tmp_path)
-    proc = subprocess.Popen([sys.executable, str(worker), *argv], env=env(FAKE_HANG="rlhp-b50-s0"), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    state = d / "trials" / "rlhp-b50-s0" / "state.json"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if state.exists() and json.loads(state.read_text())["env_steps"] >= 200:
-            break
-        time.sleep(0.3)
-    assert proc.poll() is None, proc.communicate()[0]
+    proc = _start_hanging_worker(tmp_path, d, argv)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert load(d).trials[0].state == optuna.trial.TrialState.RUNNING
@@ -450,7 +458,48 @@ def test_a_killed_workers_trial_is_retried_and_resumes_its_run(tmp_path, fake):
     run = client_for(d).get_run(retry.user_attrs["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["optuna.retry_of"] == "0"
     summary = json.loads((d / "trials" / "rlhp-b50-s0" / "summary.json").read_text())
-    assert summary["resumed_from"] >= 200  # the learner continued where the killed worker left off
+    assert summary["resumed_from"] >= 20_000  # the learner continued where the killed worker left off
+
+
+def test_a_rerun_within_the_grace_period_waits_for_the_dead_workers_trial(tmp_path, fake, capsys):
+    """kill -9 a worker and rerun at once: its trial is still RUNNING (its heartbeat is fresh), but its
+    worker holds no lock, so the rerun says so, waits for the heartbeat to go stale and retries it,
+    rather than stopping with "other workers are running" when there are none."""
+    import optuna
+
+    from bench.sweep import main
+
+    d = tmp_path / "sweep"
+    argv = small(d, "--seeds", "1", "--methods", "rlhp", "--budgets", "50", "--heartbeat-interval", "1",
+                 "--grace-period", "3")
+    proc = _start_hanging_worker(tmp_path, d, argv)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert load(d).trials[0].state == optuna.trial.TrialState.RUNNING
+
+    assert main(argv, train_fn=fake, progress=False) == 0
+    out = capsys.readouterr().out
+    assert f"trial 0 (cell rlhp-b50-s0) is RUNNING, but its worker {socket.gethostname()}:{proc.pid} is gone" in out
+    assert "other RUNNING trials" not in out
+    assert [t.state.name for t in load(d).get_trials()] == ["FAIL", "COMPLETE"]
+    assert not list(d.glob(".quick.worker.*"))  # the dead worker's liveness file is cleared, this one's too
+
+
+def test_a_worker_with_nothing_left_names_the_live_workers_still_running(tmp_path, fake, capsys):
+    from bench.sweep import main
+
+    d = tmp_path / "sweep"
+    argv = small(d, "--seeds", "1", "--methods", "rlhp", "--budgets", "50", "--heartbeat-interval", "1",
+                 "--grace-period", "3")
+    proc = _start_hanging_worker(tmp_path, d, argv)
+    try:
+        assert main(argv, train_fn=fake, progress=False) == 0  # nothing for this worker; it does not wait
+        out = capsys.readouterr().out
+        assert f"trial 0 (cell rlhp-b50-s0): worker {socket.gethostname()}:{proc.pid} runs" in out
+        assert "is gone" not in out
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 # ================================================================================================

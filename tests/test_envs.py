@@ -65,9 +65,9 @@ def test_frames_are_the_source_of_the_newest_obs_channel():
     """rgb backend: frames[i] (raw, unblanked) preprocessed is exactly obs[i, -1], and obs doesn't
     depend on keep_frames; the native backend (default without frames) gives nearly the same obs."""
     with (
-        make_vec_env(ENDURO, 2, keep_frames=True) as a,
+        make_vec_env(ENDURO, 2, keep_frames=True, atari_backend="rgb") as a,
         make_vec_env(ENDURO, 2, atari_backend="rgb") as b,
-        make_vec_env(ENDURO, 2) as c,
+        make_vec_env(ENDURO, 2, atari_backend="native") as c,
     ):
         assert (a.backend, b.backend, c.backend) == ("rgb", "rgb", "native")
         oa, fa = a.reset(seed=5)
@@ -136,7 +136,10 @@ def test_atari_same_seed_same_observations(sticky, backend):
 
 def test_enduro_blanked_pixels_constant_while_raw_score_changes():
     """Accelerate for a while: the raw odometer and cars-left counter change, their obs pixels never do."""
-    with make_vec_env(ENDURO, 1, keep_frames=True) as env, make_vec_env(ENDURO, 1) as native:
+    with (
+        make_vec_env(ENDURO, 1, keep_frames=True, atari_backend="rgb") as env,
+        make_vec_env(ENDURO, 1, atari_backend="native") as native,
+    ):
         assert native.backend == "native"
         np.testing.assert_array_equal(native.blank_mask, env.blank_mask)
         native.reset(seed=0)

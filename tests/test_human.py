@@ -154,7 +154,7 @@ def test_labeler_protocol_and_routing(store):
         assert seen == ["q2", "q3", "q4"]  # only people's queries, oldest first
         status, res = api(base, "/api/lease", {"client": "tab-a", "have": seen})
         assert res["query"] is None
-        assert api(base, "/api/answer", answer_body("q2", "right"))[0] == 200
+        assert api(base, "/api/answer", answer_body("q2", "right", client="tab-a"))[0] == 200  # the lease holder
         who = {a.query_id: a.labeler for a in store.current_answers()}
         assert who == {"q0": "oracle:test", "q1": "oracle:test", "q2": "human"}
     finally:
@@ -223,12 +223,13 @@ def test_answer_is_stored_with_who_and_when_and_is_idempotent(labeler, store):
     # the browser's clock is 1 hour fast: the stored times are the server's, durations kept
     skew = 3_600_000
     now = time.time() * 1000 + skew
-    body = answer_body("q0", "left", sub="sub-aaaa1111", shown_at=now - 4000, answered_at=now - 1000, sent_at=now)
+    body = answer_body("q0", "left", sub="sub-aaaa1111", client="tab-a", shown_at=now - 4000, answered_at=now - 1000,
+                       sent_at=now)
     status, res = api(base, "/api/answer", body)
     assert status == 200 and res["saved"] and res["answer"] == "left"
     [rec] = store.current_answers()
     assert rec.answer == "left" and rec.labeler == "human"  # HumanLabeler.name; the person is in params
-    assert rec.labeler_params == {"name": "tester", "client": "tab-test"}
+    assert rec.labeler_params == {"name": "tester", "client": "tab-a"}
     assert rec.answered_at - rec.shown_at == pytest.approx(3.0, abs=0.01)
     assert abs(rec.answered_at - (time.time() - 1.0)) < 2.0
     # the same submission again (a retry): same answer id, nothing new stored
@@ -699,14 +700,14 @@ def test_browser_run_end_is_announced(page, store, run_dir):
     assert answers_of(store) == [("q0", "left")] and store.pending_query_ids() == ["q1", "q2"]
     # stopped early (Ctrl-C, should_stop): the page says so, and how to go on
     write_status(run_dir / "status.json", phase="training")
-    store.add_queries(make_queries(1, prefix="r"), route="human")  # q1, q2 stay leased to the old tab (90 s)
-    lab = HumanLabeler(store, env_id=ENV, announce=False)
+    lab = HumanLabeler(store, env_id=ENV, announce=False)  # the run's port again: the same tab, same origin
     page.goto(lab.url)
-    wait_until(lambda: shown_id(page) == "r0", what="a pair on the second server")
+    wait_until(lambda: shown_id(page) == "q1", what="the tab's own pair, still leased to it, on the second server")
     lab.close()
     wait_until(lambda: "The run has stopped" in title(), what="the stopped message")
     assert "rerun the same command" in page.inner_text("#empty-detail")
     # with no page open, close() does not wait
+    page.goto("about:blank")  # the page would poll the run's port, which the next labeler takes again
     lab = HumanLabeler(store, env_id=ENV, announce=False)
     t = time.time()
     lab.close()

@@ -135,7 +135,7 @@ def test_two_workers_share_one_study_and_run_every_cell_once(servers, tmp_path):
     h = _helpers()
     worker = h.write_fake_worker(tmp_path)
     args = ["--study", "pg-two-workers", "--dir", str(tmp_path / "sweep"), "--storage", pg_url,
-            "--tracking-uri", mlflow_url, "--env-steps", "400", "--set", "log_every=80",
+            "--tracking-uri", mlflow_url, "--env-steps", "40000", "--set", "log_every=8000",
             "--budgets", "50,200", "--seeds", "3",
             "--heartbeat-interval", "1", "--grace-period", "20"]
     e = h.env(FAKE_DELAY="0.3")
@@ -166,7 +166,7 @@ def test_two_workers_share_one_study_and_run_every_cell_once(servers, tmp_path):
         assert run.data.tags["optuna.trial_number"] == str(t.number)
         assert run.data.tags["mlflow.parentRunId"] == parent
         history = client.get_metric_history(run.info.run_id, "charts/episodic_return")
-        assert sorted(m.step for m in history) == [80, 160, 240, 320, 400]
+        assert sorted(m.step for m in history) == [8_000, 16_000, 24_000, 32_000, 40_000]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "run")}
         assert "run/metrics.csv" in artifacts
     assert client.get_run(parent).info.status == "FINISHED"

@@ -1,6 +1,7 @@
 """Serve the labeling page for an existing run from its own process.
 
     python -m oracles.human --run-dir runs/enduro-human [--host 127.0.0.1] [--port 8765] [--token T]
+    RLHP_LABEL_TOKEN=T python -m oracles.human --run-dir ...   (the token kept out of history and ps)
 
 Reads RUN_DIR/labels.sqlite (SQLite in WAL mode, so the learner can keep writing to it),
 RUN_DIR/status.json for the run's state, RUN_DIR/config.json (if present) for the label budget,
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from rlhp_core.label_store import LabelStore, LabelStoreError
 
-from .server import ROUTE, serve
+from .server import ROUTE, TOKEN_ENV, serve, token_from
 
 
 def _stop(*_) -> None:
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="address to bind (default 127.0.0.1; any other address requires a token)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
     p.add_argument("--token", default=None,
-                   help="access token (default: none on loopback, a random one on any other address)")
+                   help=f"access token (default: ${TOKEN_ENV} if set, which keeps it out of shell history and ps; "
+                        f"else none on loopback, a random one on any other address)")
     p.add_argument("--route", default=ROUTE,
                    help=f"label the queries routed to this labeler (default {ROUTE!r}; 'any' = every pending query)")
     p.add_argument("--fps", type=float, default=None, help="playback steps per second at 1x (default: per env)")
@@ -51,10 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, AttributeError):
         pass
     try:
-        server = serve(store, host=args.host, port=args.port, token=args.token, env_id=store.env_id,
+        server = serve(store, host=args.host, port=args.port, token=token_from(args.token), env_id=store.env_id,
                        label_budget=budget if isinstance(budget, int) else None,
                        status_path=args.run_dir / "status.json", clip_dir=args.run_dir / "clips",
                        route=None if args.route == "any" else args.route, fps=args.fps)
+    except ValueError as err:  # a malformed token, or a negative label budget in config.json
+        p.error(str(err))
     except OSError as err:
         p.error(f"cannot listen on {args.host}:{args.port}: {err}")
     signal.signal(signal.SIGTERM, _stop)
