@@ -1,11 +1,18 @@
-"""Seaborn figures for a trial (logged to its MLflow run) and for a sweep (bench.report)."""
+"""Seaborn figures for a trial (logged to its MLflow run) and for a sweep (bench.report).
+
+The sweep figures take bench.report's frames: curves in long format (one row per trial and log
+row, metrics.csv's column names, a ``group`` and a ``trial`` column) and its tables.
+"""
 
 from __future__ import annotations
+
+import math
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -58,7 +65,7 @@ def return_by_budget(curves: pd.DataFrame, *, baseline: str = "true-reward"):
         palette["true reward"] = (0.2, 0.2, 0.2)
     for ax, method in zip(axes.flat, methods):
         part = _with_baseline(curves, method, baseline)
-        sns.lineplot(data=part, x="env_steps", y="return", hue="budget_label", units=None, estimator="mean",
+        sns.lineplot(data=part, x="env_steps", y=RETURN, hue="budget_label", units=None, estimator="mean",
                      errorbar=("pi", 100), hue_order=[h for h in hue_order if h in set(part["budget_label"])],
                      palette=palette, ax=ax)
         ax.set_title(method)
@@ -73,14 +80,14 @@ def return_by_budget(curves: pd.DataFrame, *, baseline: str = "true-reward"):
 def labels_over_training(curves: pd.DataFrame):
     """Labels answered over training: one panel per method, one line per budget."""
     sns.set_theme(style="whitegrid", context="notebook")
-    part = curves[curves["labels"].notna()]
+    part = curves[curves[LABELS].notna()]
     methods = list(dict.fromkeys(part["method"]))
     fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(max(7.0, 5.5 * len(methods)), 4.2), squeeze=False,
                              sharey=True, constrained_layout=True)
     for ax, method in zip(axes.flat, methods):
         sub = part[part["method"] == method]
         order = list(dict.fromkeys(sub.sort_values("budget")["budget_label"]))
-        sns.lineplot(data=sub, x="env_steps", y="labels", hue="budget_label", hue_order=order,
+        sns.lineplot(data=sub, x="env_steps", y=LABELS, hue="budget_label", hue_order=order,
                      palette="viridis", errorbar=("pi", 100), ax=ax)
         ax.set_title(method)
         ax.set_xlabel("env steps")
@@ -120,6 +127,283 @@ def search_history(trials: pd.DataFrame):
     ax.set_xlabel("trial")
     ax.set_ylabel("final return")
     ax.set_title("Search history")
+    return fig
+
+
+# -- a sweep's curves per cell group (bench.report) ---------------------------------------------------
+BASELINE_COLOR = (0.15, 0.15, 0.15)
+"""The true-reward baseline is dark grey in every figure, so the eye finds the reference at once."""
+
+
+def group_palette(groups: list[str], baseline: str = "true reward") -> dict:
+    """One colour per cell group, the same in every figure of a report."""
+    others = [g for g in groups if g != baseline]
+    palette = dict(zip(others, sns.color_palette("tab10" if len(others) <= 10 else "husl", len(others))))
+    palette[baseline] = BASELINE_COLOR
+    return palette
+
+
+def _aligned(curves: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Each trial's columns linearly interpolated between its logged rows (never past its first or
+    last value). Per-episode metrics are logged only in windows where an episode ended (Enduro: a few
+    rows in ten), at different rows for different seeds; without this the mean over seeds at most
+    x values would be one seed's value."""
+    out = curves.sort_values(["trial", "env_steps"]).copy()
+    for col in columns:
+        out[col] = out.groupby("trial")[col].transform(lambda s: s.interpolate(limit_area="inside"))
+    return out
+
+
+def _shared_legend(fig, axes) -> None:
+    """One legend below the panels instead of one per panel."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels and not label.startswith("_"):
+                handles.append(h)
+                labels.append(label)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=9)
+
+
+def _panel_grid(n: int, height: float = 3.6):
+    """A figure of n panels, two per row (the unused last one hidden)."""
+    ncols = min(2, n)
+    fig, axes = plt.subplots(-(-n // ncols), ncols, figsize=(5.8 * ncols, height * -(-n // ncols) + 0.9),
+                             squeeze=False, constrained_layout=True)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes.flat[:n]
+
+
+def curve_panels(curves: pd.DataFrame, panels, *, title: str, x: str = "env_steps", xlabel: str = "agent steps",
+                 hue: str = "group", hue_order: list[str] | None = None, per_seed: bool = False):
+    """One panel per (column, label) in ``panels``, one line per ``hue`` value. Returns None when no
+    panel's column holds a value.
+
+    Default: the line is the mean over seeds and the shading spans min to max over seeds.
+    ``per_seed``: one line per trial instead, for x values seeds do not share (labels answered).
+    """
+    panels = [(k, label) for k, label in panels if k in curves and curves[k].notna().any()]
+    if not panels:
+        return None
+    sns.set_theme(style="whitegrid", context="notebook")
+    data = _aligned(curves, [k for k, _ in panels])
+    order = [h for h in (hue_order or dict.fromkeys(data[hue])) if h in set(data[hue])]
+    fig, axes = _panel_grid(len(panels))
+    how = {"units": "trial", "estimator": None} if per_seed else {"estimator": "mean", "errorbar": ("pi", 100)}
+    for ax, (key, label) in zip(axes, panels):
+        part = data[data[key].notna()]
+        sns.lineplot(data=part, x=x, y=key, hue=hue, hue_order=[h for h in order if h in set(part[hue])],
+                     palette=group_palette(order), marker="o" if part[x].nunique() < 40 else None, markersize=4,
+                     ax=ax, **how)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("")
+    _shared_legend(fig, axes)
+    spread = "one line per seed" if per_seed else "line: mean over seeds; shaded: min to max over seeds"
+    fig.suptitle(f"{title}\n({spread})", fontsize=11)
+    return fig
+
+
+def _error_bars(part: pd.DataFrame) -> list:
+    """Distances from the mean to the CI ends (0 where a cell has no interval: one seed)."""
+    return [(part["mean"] - part["mean_ci_low"]).fillna(0).clip(lower=0),
+            (part["mean_ci_high"] - part["mean"]).fillna(0).clip(lower=0)]
+
+
+def _budget_axis(ax, budgets: list[int]) -> None:
+    if budgets and max(budgets) > 10 * min(budgets) > 0:
+        ax.set_xscale("log")
+        ax.minorticks_off()
+    ax.set_xticks(budgets, [f"{b:,}" for b in budgets])
+
+
+def final_vs_budget(table: pd.DataFrame, labels: dict[str, str]):
+    """Final metrics against the label budget: one line per method (and teacher), the mean over seeds
+    with its bootstrap 95% CI; the true-reward baseline (no budget) as a dashed line with its CI band.
+
+    ``table``: bench.report's progress table (one row per group and metric; ``series``: the group without
+    its budget); ``labels``: metric -> panel title.
+    """
+    sns.set_theme(style="whitegrid", context="notebook")
+    metrics = [m for m in labels if m in set(table["metric"])]
+    fig, axes = _panel_grid(len(metrics), height=3.8)
+    lines = list(dict.fromkeys(table.loc[~table["baseline"], "series"]))
+    palette = group_palette(lines)
+    for ax, metric in zip(axes, metrics):
+        part = table[table["metric"] == metric]
+        for row in part[part["baseline"]].itertuples(index=False):
+            ax.axhline(row.mean, color=BASELINE_COLOR, linestyle="--", linewidth=1.4, label=row.group)
+            if math.isfinite(row.mean_ci_low):
+                ax.axhspan(row.mean_ci_low, row.mean_ci_high, color=BASELINE_COLOR, alpha=0.1, linewidth=0)
+        for line in lines:
+            sub = part[part["series"] == line].sort_values("budget")
+            ax.errorbar(sub["budget"], sub["mean"], yerr=_error_bars(sub), marker="o", capsize=4,
+                        color=palette[line], label=line)
+        _budget_axis(ax, sorted(set(table.loc[~table["baseline"], "budget"])))
+        ax.set_title(labels[metric], fontsize=10)
+        ax.set_xlabel("label budget")
+    _shared_legend(fig, axes)
+    fig.suptitle("Final metrics per label budget (mean over seeds, bootstrap 95% CI; dashed: true reward)",
+                 fontsize=11)
+    return fig
+
+
+# -- a teacher axis (the noise-robustness benchmark) ---------------------------------------------------
+def _reference_lines(ax, done: pd.DataFrame) -> None:
+    """True-reward and rational-teacher means (with their seeds' min-max band) as horizontal references."""
+    for family, color, style in (("true reward", BASELINE_COLOR, "--"), ("rational", "tab:blue", ":")):
+        v = done.loc[done["family"] == family, "value"].astype(float)
+        if len(v):
+            ax.axhline(v.mean(), color=color, linestyle=style, linewidth=1.6, label=f"{family} (mean)")
+            ax.axhspan(v.min(), v.max(), color=color, alpha=0.08, linewidth=0)
+
+
+def _family_panel(ax, done: pd.DataFrame, family: str, x_of, xlabel: str, *, log: bool = False,
+                  include_rational_at=None, ticks=None) -> None:
+    part = done[done["family"] == family].copy()
+    if include_rational_at is not None:
+        part = pd.concat([done[done["family"] == "rational"].assign(level=include_rational_at), part])
+    _reference_lines(ax, done)
+    if len(part):
+        part["x"] = [x_of(v) for v in part["level"]]
+        ax.scatter(part["x"], part["value"], color="tab:orange", alpha=0.55, s=28, zorder=3, label="seed")
+        means = part.groupby("x")["value"].mean().sort_index()
+        ax.plot(means.index, means.values, color="tab:red", marker="o", linewidth=2, zorder=4, label="mean over seeds")
+        if log:
+            ax.set_xscale("log")
+        if ticks:
+            shown = {x: t for x, t in ticks.items() if x in set(part["x"])}
+            ax.set_xticks(list(shown), list(shown.values()))
+            ax.minorticks_off()
+        else:
+            ax.set_xticks(sorted(set(part["x"])))
+        if log:
+            lo, hi = np.log10(min(part["x"])), np.log10(max(part["x"]))
+            pad = max(0.25, 0.1 * (hi - lo))
+            ax.set_xlim(10 ** (lo - pad), 10 ** (hi + pad))
+    else:
+        ax.text(0.5, 0.5, f"no '{family}' teachers in this sweep", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(f"{family}")
+    ax.set_xlabel(xlabel)
+
+
+def _short_teacher(family: str, level: float, teacher: str) -> str:
+    if family == "mistake":
+        return f"ε={level:g}"
+    if family == "stoc":
+        return f"β={level:g}"
+    return teacher if family in ("combined", "?") else family
+
+
+def _label_points(ax, agg: pd.DataFrame, fig) -> None:
+    """Short labels next to the points, nudged up or down until they do not overlap (display coordinates)."""
+    fig.canvas.draw()
+    placed: list[tuple[float, float]] = []
+    height, width = 11.0, 46.0  # points
+    to_pt = 72.0 / fig.dpi
+    level = {t: lv for t, lv in zip(agg["teacher"], agg.get("level", [math.nan] * len(agg)))}
+    for r in sorted(agg.itertuples(index=False), key=lambda r: -r.y):
+        x, y = (v * to_pt for v in ax.transData.transform((r.x, r.y)))
+        dy = 0.0
+        for step in range(40):
+            dy = (step + 1) // 2 * height * (1 if step % 2 == 0 else -1)
+            if all(abs((y + dy) - py) >= height or abs(x - px) >= width for px, py in placed):
+                break
+        placed.append((x, y + dy))
+        ax.annotate(_short_teacher(r.family, level.get(r.teacher, math.nan), r.teacher), (r.x, r.y),
+                    textcoords="offset points", xytext=(7, dy - 3), fontsize=8,
+                    arrowprops=dict(arrowstyle="-", color="0.6", linewidth=0.6) if abs(dy) > height else None)
+
+
+def return_vs_noise(done: pd.DataFrame, env_id: str):
+    """Final return against each family's noise level: mistake (eps), stoc (1/beta), and every teacher
+    against the label error it injected (measured against the rational teacher)."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.6), sharey=True, constrained_layout=True)
+    _family_panel(axes[0], done, "mistake", lambda v: v, "eps_mistake (probability a label is flipped)",
+                  include_rational_at=0.0)
+    stoc_levels = sorted(set(done.loc[done["family"] == "stoc", "level"]))
+    _family_panel(axes[1], done, "stoc", lambda v: 1.0 / v, "1 / beta (log scale; right = noisier)", log=True,
+                  ticks={1.0 / b: f"β={b:g}" for b in stoc_levels if b > 0})
+    ax = axes[2]
+    _reference_lines(ax, done)
+    part = done[done["label_error"].notna() & (done["family"] != "true reward")]
+    if len(part):
+        agg = part.groupby("teacher").agg(x=("label_error", "mean"), y=("value", "mean"), lo=("value", "min"),
+                                          hi=("value", "max"), family=("family", "first"),
+                                          level=("level", "first")).reset_index()
+        fams = list(dict.fromkeys(part["family"]))  # the report sorts teachers by family
+        palette = dict(zip(fams, sns.color_palette("tab10", len(fams))))
+        sns.scatterplot(data=part, x="label_error", y="value", hue="family", hue_order=fams, palette=palette,
+                        alpha=0.35, s=24, legend=False, ax=ax)
+        for r in agg.itertuples(index=False):
+            ax.errorbar(r.x, r.y, yerr=[[r.y - r.lo], [r.hi - r.y]], fmt="o", color=palette[r.family], capsize=3,
+                        markersize=7, label=r.family if r.family not in ax.get_legend_handles_labels()[1] else None)
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{100 * v:.0f}%"))
+        ax.set_xlim(min(-0.02, agg["x"].min() - 0.02), agg["x"].max() + 0.08)
+        _label_points(ax, agg, fig)
+    else:
+        ax.text(0.5, 0.5, "label error not available\n(no label stores here)", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_title("every teacher (mean; bars: min-max over seeds)")
+    ax.set_xlabel("measured label error vs the rational teacher")
+    axes[0].set_ylabel("final return (mean of last 10 episodes)")
+    handles, labels = [], []
+    for a in axes:
+        for h, l in zip(*a.get_legend_handles_labels()):
+            if l not in labels:
+                handles.append(h)
+                labels.append(l)
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(8, len(labels)), fontsize=9)
+    fig.suptitle(f"{env_id}: final return vs teacher noise (shaded: min-max of the reference runs)", fontsize=12)
+    return fig
+
+
+def final_returns_by_teacher(done: pd.DataFrame, order: list[str]):
+    """Final return per teacher: points are seeds, the bar the mean with a 95% bootstrap CI."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(order) + 1.6), constrained_layout=True)
+    sns.pointplot(data=done, y="teacher", x="value", order=order, errorbar=("ci", 95), linestyle="none",
+                  capsize=0.2, color="tab:red", markersize=6, ax=ax)
+    sns.stripplot(data=done, y="teacher", x="value", order=order, alpha=0.75, color="0.25", size=4, jitter=0.12,
+                  zorder=5, ax=ax)
+    v = done.loc[done["family"] == "true reward", "value"].astype(float)
+    if len(v):
+        ax.axvline(v.mean(), color=BASELINE_COLOR, linestyle="--", linewidth=1.2)
+    ax.set_xlabel("final return (mean of last 10 episodes); dashed: true-reward mean")
+    ax.set_ylabel("")
+    ax.set_title("Final return per teacher (dots: seeds; bar: mean, bootstrap 95% CI)")
+    return fig
+
+
+def return_by_teacher(curves: pd.DataFrame, families: dict[str, str]):
+    """Return over training, one panel per noise family; rational and true reward in every panel."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    groups = [("mistake", ("mistake",)), ("stoc", ("stoc",)), ("other teachers", ("skip", "equal", "myopic", "combined"))]
+    groups = [(name, fams) for name, fams in groups if any(families.get(t) in fams for t in set(curves["teacher"]))]
+    groups = groups or [("teachers", tuple(set(families.values())))]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 5.4), squeeze=False, sharey=True,
+                             constrained_layout=True)
+    for ax, (name, fams) in zip(axes.flat, groups):
+        teachers = [t for t in dict.fromkeys(curves["teacher"]) if families.get(t) in fams]
+        refs = [t for t in ("rational", "true reward") if t in set(curves["teacher"]) and t not in teachers]
+        part = curves[curves["teacher"].isin(teachers + refs)]
+        palette = dict(zip(teachers, sns.color_palette("flare", max(1, len(teachers)))))
+        palette.update({"rational": "tab:blue", "true reward": BASELINE_COLOR})
+        sns.lineplot(data=part, x="env_steps", y=RETURN, hue="teacher", hue_order=teachers + refs, palette=palette,
+                     estimator="mean", errorbar=("pi", 100), ax=ax)
+        ax.set_title(name)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("episode return (true)")
+        if ax.get_legend() is not None:
+            sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=9, title=None,
+                            frameon=False)
+    fig.suptitle("Episode return over training per teacher\n(line: mean over seeds; shaded: min to max over seeds)",
+                 fontsize=11)
     return fig
 
 

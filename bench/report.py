@@ -1,4 +1,4 @@
-"""python -m bench.report SWEEP_DIR [--out results/NAME]: a finished sweep -> tables, plots, README.
+"""python -m bench.report SWEEP_DIR [--out results/NAME]: a sweep -> tables, plots, README.
 
 Reads the Optuna study (SWEEP_DIR/sweep.json says where it is; by default SWEEP_DIR/optuna.db)
 and each trial's learning curve (SWEEP_DIR/trials/<key>/metrics.csv, or the MLflow run's
@@ -6,20 +6,37 @@ metric history when the run directory is on another machine), and writes to --ou
 (default results/<study>):
 
     results.csv / results.md      grid sweeps: per budget and method, over seeds: mean, IQM and
-                                  percentile-bootstrap 95% CIs (bench.stats); search sweeps: trials
+                                  percentile-bootstrap 95% CIs (bench.stats) of the final return;
+                                  results.md adds the progress and P(X > Y) tables below;
+                                  search sweeps: trials
+    progress.csv                  per cell group and final metric (return, and the rates gained /
+                                  lost per 1k agent steps and progress per agent step over the last
+                                  10% of training): mean, IQM, CIs, min, max over seeds
+    improvement.csv               P(X > Y) (probability of improvement, as in rliable) on the main
+                                  progress metric for every pair of cell groups, with bootstrap CIs
     trials.csv                    one row per trial (state, value, parameters, MLflow run id)
+    progress_curves.png           return and the progress rates over agent steps, one line per group
+    progress_vs_labels.png        the same against labels answered (preference runs)
+    cumulative_reward.png         true reward and gains collected during training (run-long sums)
+    final_vs_budget.png           final metrics against the label budget, with CIs
+    diagnostics.png               PPO and reward-model health (KL, clip fraction, explained variance,
+                                  entropy, reward validation accuracy, equal share)
+    running_trials.png            a sweep in progress: the running trials' curves so far
     return_by_budget.png          episode return over training, one line per budget, seeds shaded
     labels_over_training.png      labels answered over training
     final_returns.png             final return per budget and method (grid) / search_history.png
     README.md                     the commands, date, machine, package versions, env settings
 
+A sweep still in progress is reported from its finished trials; results.md and the README say
+which cells are running (and how far), not started or failed.
+
 A grid with a teacher axis (``bench.sweep --teachers``, the ``noise`` preset) is reported per
 teacher instead: results.csv/.md per teacher (noise family and level, mean, IQM, bootstrap CIs,
 the fraction of labels answered "equal"/"incomparable" and the measured label error against the
-rational teacher, read from each trial's labels.sqlite) next to the true-reward baseline;
+rational teacher, read from each trial's label store) next to the true-reward baseline;
 return_vs_noise.png (final return against the noise level of each family), final_returns.png
-(per teacher) and return_by_teacher.png (curves). Text in OUT/interpretation.md, if present, is
-kept as the README's "Interpretation" section.
+(per teacher) and return_by_teacher.png (curves), besides the progress tables and plots. Text in
+OUT/interpretation.md, if present, is kept as the README's "Interpretation" section.
 
 Exit status: 0 written, 2 bad input (no sweep there, unknown study, unreachable storage).
 """
@@ -28,17 +45,22 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import math
 import shlex
+import sqlite3
 import sys
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 
 from rlhp_core.cli import ArgumentParser
+from rlhp_core.label_store import LabelStore, LabelStoreError, read_meta
 from rlhp_core.paths import check_writable_dir
+from rlhp_core.segments import ANSWERS
 
 from . import stats
 from .presets import METHOD_NAMES, METHODS
@@ -46,6 +68,28 @@ from .provenance import machine, versions
 from .storage import StorageError, TrackingError, check_tracking_uri, mask_url, normalize_url, open_storage
 
 RETURN, LABELS = "charts/episodic_return", "labels/answered"
+
+RATE_METRICS = (
+    ("charts/gained_per_1k_steps", "gained per 1k agent steps (Enduro: cars passed)"),
+    ("charts/progress_per_step", "progress per agent step (Enduro: distance, a speed)"),
+    ("charts/lost_per_1k_steps", "lost per 1k agent steps (Enduro: times passed back)"),
+)
+"""Progress rates of each log window (rlhp_core.episode_stats): logged in every row, unlike
+per-episode values. The first is the main progress metric (the pairwise table compares it)."""
+FINAL_METRICS = (("value", "final return (mean of the last 10 episodes)"), *RATE_METRICS)
+"""What the progress table summarizes per trial: ``value`` is the trial's objective (final return)."""
+PROGRESS_PANELS = ((RETURN, "episode return (true)"), *RATE_METRICS)
+CUMULATIVE_PANELS = (("charts/cumulative_true_reward", "true reward collected so far (all envs)"),
+                     ("charts/cumulative_gained", "gained so far, all envs (Enduro: cars passed)"))
+DIAGNOSTIC_PANELS = (("losses/approx_kl", "approx KL (policy update)"), ("losses/clipfrac", "clip fraction"),
+                     ("losses/explained_variance", "explained variance (value function)"),
+                     ("losses/entropy", "policy entropy"),
+                     ("reward/val_accuracy", "reward model: validation accuracy (decisive pairs)"),
+                     ("labels/equal_share", "share of labels answered 'equal'"))
+CURVE_KEYS = tuple(dict.fromkeys([LABELS, *(k for k, _ in PROGRESS_PANELS + CUMULATIVE_PANELS + DIAGNOSTIC_PANELS)]))
+"""The metrics.csv columns the report reads."""
+FINAL_FRACTION = 0.1
+"""A rate's final value: its mean over the log rows of the last this fraction of a trial's agent steps."""
 
 
 class UsageError(Exception):
@@ -60,7 +104,8 @@ def load_study(sweep_dir: Path, storage: str | None, study_name: str | None) -> 
         try:
             info = json.loads(info_path.read_text())
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise UsageError(f"SWEEP_DIR {str(sweep_dir)!r}: {info_path} is not a sweep's sweep.json ({exc})") from None
+            raise UsageError(f"SWEEP_DIR {str(sweep_dir)!r}: {info_path} is not a sweep's sweep.json "
+                             f"({exc})") from None
         if not isinstance(info, dict):
             raise UsageError(f"SWEEP_DIR {str(sweep_dir)!r}: {info_path} is not a sweep's sweep.json (a JSON "
                              f"{type(info).__name__}, not an object)")
@@ -114,44 +159,63 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if len(df):
         df["budget_label"] = [_budget_label(m, b) for m, b in zip(df["method"], df["budget"])]
+        df["group"] = [_group_label(m, b, t) for m, b, t in zip(df["method"], df["budget_label"], df["teacher"])]
     return df
 
 
+def _uses_labels(method: str) -> bool:
+    return not (method in METHODS and not METHODS[method].uses_labels)
+
+
 def _budget_label(method: str, budget: int) -> str:
-    if method in METHODS and not METHODS[method].uses_labels:
-        return "true reward"
-    return f"{budget:,}"
+    return f"{budget:,}" if _uses_labels(method) else "true reward"
+
+
+def _group_label(method: str, budget_label: str, teacher: str) -> str:
+    """A cell group's name in tables and legends (method x budget x teacher; seeds are what a group
+    aggregates). The baseline has no budget and no teacher: 'true reward'."""
+    if not _uses_labels(method):
+        return budget_label
+    return " ".join(p for p in (method, budget_label, teacher) if p)
 
 
 def _curve_from_csv(path: Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError):  # a running trial's file may be empty or half written
+        return None
     if "env_steps" not in df:
         return None
-    return pd.DataFrame({"env_steps": df["env_steps"], "return": df.get(RETURN), "labels": df.get(LABELS)})
+    return df.reindex(columns=["env_steps", *CURVE_KEYS])
+
+
+def _history(client, run_id: str, key: str) -> dict[int, float]:
+    """One metric's MLflow history by step; a resumed run may hold a step twice: the latest wins."""
+    return {m.step: m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp)}
 
 
 def _curve_from_mlflow(client, run_id: str) -> pd.DataFrame | None:
     if client is None or not run_id:
         return None
     try:
-        cols = {}
-        for key, name in ((RETURN, "return"), (LABELS, "labels")):
-            hist = client.get_metric_history(run_id, key)
-            # a resumed run may hold a step twice: keep the latest value
-            cols[name] = {m.step: m.value for m in sorted(hist, key=lambda m: m.timestamp)}
+        cols = {key: _history(client, run_id, key) for key in CURVE_KEYS}
     except Exception:
         return None
-    steps = sorted(set(cols["return"]) | set(cols["labels"]))
+    steps = sorted(set().union(*cols.values()))
     if not steps:
         return None
-    return pd.DataFrame({"env_steps": steps, "return": [cols["return"].get(s) for s in steps],
-                         "labels": [cols["labels"].get(s) for s in steps]})
+    return pd.DataFrame({"env_steps": steps, **{k: [c.get(s) for s in steps] for k, c in cols.items()}})
+
+
+CURVE_INFO = ["number", "method", "budget", "seed", "budget_label", "group", "cell", "state", "trial"]
+"""Columns curves_frame adds to each trial's metrics."""
 
 
 def curves_frame(trials: pd.DataFrame, sweep_dir: Path, client) -> tuple[pd.DataFrame, int]:
-    """Learning curves of the given trials, long format. Returns (curves, trials without a curve)."""
+    """Learning curves of the given trials, long format: metrics.csv's columns (CURVE_KEYS) and
+    CURVE_INFO. Returns (curves, trials without a curve)."""
     parts, missing = [], 0
     for row in trials.itertuples(index=False):
         curve = _curve_from_csv(sweep_dir / "trials" / str(row.run_key) / "metrics.csv") if row.run_key else None
@@ -160,15 +224,14 @@ def curves_frame(trials: pd.DataFrame, sweep_dir: Path, client) -> tuple[pd.Data
         if curve is None or not len(curve):
             missing += 1
             continue
-        curve = curve.assign(number=row.number, method=row.method, budget=row.budget, seed=row.seed,
-                             budget_label=row.budget_label, trial=f"trial {row.number}")
-        parts.append(curve)
+        parts.append(curve.assign(number=row.number, method=row.method, budget=row.budget, seed=row.seed,
+                                  budget_label=row.budget_label, group=row.group, cell=row.cell or row.run_key,
+                                  state=row.state, trial=f"trial {row.number}"))
     if not parts:
-        return pd.DataFrame(columns=["env_steps", "return", "labels", "number", "method", "budget", "seed",
-                                     "budget_label", "trial"]), missing
+        return pd.DataFrame(columns=["env_steps", *CURVE_KEYS, *CURVE_INFO]), missing
     out = pd.concat(parts, ignore_index=True)
-    out["return"] = pd.to_numeric(out["return"], errors="coerce")
-    out["labels"] = pd.to_numeric(out["labels"], errors="coerce")
+    for col in ("env_steps", *CURVE_KEYS):
+        out[col] = pd.to_numeric(out[col], errors="coerce")
     return out, missing
 
 
@@ -178,7 +241,8 @@ def grid_table(trials: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (method, budget), g in done.groupby(["method", "budget"], sort=False):
         s = stats.summarize(g["value"].to_numpy(dtype=float))
-        rows.append({"method": method, "budget": int(budget), "budget_label": g["budget_label"].iloc[0], **s,
+        rows.append({"method": method, "budget": int(budget), "budget_label": g["budget_label"].iloc[0],
+                     "group": g["group"].iloc[0], **s,
                      "labels_used": float(pd.to_numeric(g["labels"], errors="coerce").mean()),
                      "env_steps": float(pd.to_numeric(g["env_steps"], errors="coerce").mean())})
     table = pd.DataFrame(rows)
@@ -197,6 +261,28 @@ def _fmt(x, digits: int = 1) -> str:
     return str(x)
 
 
+def _digits(x: float) -> int:
+    """Decimals that show about three significant digits of x (1 to 6): progress per agent step is
+    a few hundredths, cars passed per 1k steps tens, returns hundreds."""
+    if not math.isfinite(x) or x == 0:
+        return 1
+    return int(min(6, max(1, 2 - math.floor(math.log10(abs(x))))))
+
+
+TWO_SEEDS = "⚠ 2 seeds: min–max, not a 95% CI"
+"""Next to an interval over two seeds: the percentile bootstrap of two values spans exactly them."""
+
+
+def _interval(m: float, lo: float, hi: float, n: int, digits: int = 1, two_seeds: str = TWO_SEEDS) -> str:
+    """'mean [low, high]', with a warning where too few seeds make the interval no CI."""
+    if not n or not math.isfinite(m):
+        return "–"
+    if n == 1:
+        return f"{_fmt(m, digits)} (1 seed: no interval)"
+    text = f"{_fmt(m, digits)} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
+    return f"{text} {two_seeds}" if n == 2 else text
+
+
 def markdown_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -205,16 +291,19 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _stat_columns(table: pd.DataFrame, digits: list[int] | None = None) -> dict[str, list[str]]:
+    """Mean and IQM with their CIs (and the few-seeds warning), min and max, for a stats.summarize table."""
+    digits = digits or [1] * len(table)
+    cols = {name: [_interval(m, lo, hi, n, d) for m, lo, hi, n, d in
+                   zip(table[s], table[f"{s}_ci_low"], table[f"{s}_ci_high"], table["n"], digits)]
+            for s, name in (("mean", "mean [95% CI]"), ("iqm", "IQM [95% CI]"))}
+    cols.update({s: [_fmt(v, d) for v, d in zip(table[s], digits)] for s in ("min", "max")})
+    return cols
+
+
 def _summary_columns(table: pd.DataFrame) -> dict[str, list[str]]:
     """The columns every results table shares: mean and IQM with their CIs, min, max, labels."""
-    return {
-        "mean [95% CI]": [f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]" for m, lo, hi in
-                          zip(table["mean"], table["mean_ci_low"], table["mean_ci_high"])],
-        "IQM [95% CI]": [f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]" for m, lo, hi in
-                         zip(table["iqm"], table["iqm_ci_low"], table["iqm_ci_high"])],
-        "min": [_fmt(v) for v in table["min"]], "max": [_fmt(v) for v in table["max"]],
-        "labels used": [_fmt(v, 0) for v in table["labels_used"]],
-    }
+    return {**_stat_columns(table), "labels used": [_fmt(v, 0) for v in table["labels_used"]]}
 
 
 def grid_markdown(table: pd.DataFrame) -> str:
@@ -224,6 +313,117 @@ def grid_markdown(table: pd.DataFrame) -> str:
         "env steps": [_fmt(v, 0) for v in table["env_steps"]],
     })
     return markdown_table(view)
+
+
+# -- progress metrics and pairwise comparisons (every grid) ------------------------------------------------
+def final_rates(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per trial (index: trial number): each rate's mean over the log rows at or after
+    (1 - FINAL_FRACTION) of the trial's last logged agent step, the last row always included.
+
+    Rates rather than per-episode values: they are in every row, while Enduro's 3,300+-step episodes
+    leave per-episode values in few rows, so 'the last 10%' could hold one episode or none.
+    """
+    keys = [k for k, _ in RATE_METRICS]
+    if not len(curves):
+        return pd.DataFrame(columns=keys, index=pd.Index([], name="number"))
+    last = curves.groupby("number")["env_steps"].transform("max")
+    tail = curves[curves["env_steps"] >= (1 - FINAL_FRACTION) * last]
+    return tail.groupby("number")[keys].mean()
+
+
+def final_values(done: pd.DataFrame, curves: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """One row per finished trial, groups in table order: its trial columns and final rates."""
+    finals = done.join(final_rates(curves), on="number")
+    rank = {g: i for i, g in enumerate(order)}
+    return finals.iloc[np.argsort([rank.get(g, len(rank)) for g in finals["group"]], kind="stable")]
+
+
+def progress_table(finals: pd.DataFrame) -> pd.DataFrame:
+    """Per cell group and final metric (FINAL_METRICS), over the group's finished seeds: n, mean, IQM,
+    their bootstrap CIs, std, min, max. ``series`` names the group without its budget (a line of
+    the final-vs-budget plot)."""
+    rows = []
+    for group, g in finals.groupby("group", sort=False):
+        first = g.iloc[0]
+        series = " ".join(p for p in (first["method"], first["teacher"]) if p)
+        for key, label in FINAL_METRICS:
+            if key in g and g[key].notna().any():
+                rows.append({"group": group, "method": first["method"], "budget": int(first["budget"]),
+                             "teacher": first["teacher"], "baseline": not _uses_labels(first["method"]),
+                             "series": series, "metric": key, "label": label,
+                             **stats.summarize(g[key].to_numpy(dtype=float))})
+    columns = ["group", "method", "budget", "teacher", "baseline", "series", "metric", "label", *stats.summarize([])]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def progress_markdown(table: pd.DataFrame) -> str:
+    digits = [_digits(max(abs(m), abs(hi))) for m, hi in zip(table["mean"], table["max"])]
+    view = pd.DataFrame({"group": table["group"], "metric": table["label"], "seeds": table["n"].astype(str),
+                         **_stat_columns(table, digits)})
+    return markdown_table(view)
+
+
+def main_metric(finals: pd.DataFrame) -> str:
+    """What the pairwise table compares: gained per 1k agent steps (Enduro: cars passed, where the
+    score is floored at 0) where the trials logged it, else the final return."""
+    key = RATE_METRICS[0][0]
+    return key if key in finals and finals[key].notna().any() else "value"
+
+
+def improvement_table(finals: pd.DataFrame, key: str) -> pd.DataFrame:
+    """P(X > Y) on one final metric for every pair of cell groups, X before Y in table order
+    (P(Y > X) = 1 - P(X > Y))."""
+    by = {g: part[key].to_numpy(dtype=float) for g, part in finals.groupby("group", sort=False)}
+    rows = [{"X": a, "Y": b, "metric": key, **stats.probability_of_improvement(by[a], by[b])}
+            for a, b in itertools.combinations(by, 2)]
+    return pd.DataFrame(rows, columns=["X", "Y", "metric", "n_x", "n_y", "p", "p_ci_low", "p_ci_high"])
+
+
+def improvement_markdown(table: pd.DataFrame) -> str:
+    view = pd.DataFrame({
+        "X": table["X"], "Y": table["Y"], "seeds (X, Y)": [f"{a}, {b}" for a, b in zip(table["n_x"], table["n_y"])],
+        "P(X > Y) [95% CI]": [_interval(p, lo, hi, min(a, b), 2, "⚠ 2 seeds: not a 95% CI") for p, lo, hi, a, b in
+                              zip(table["p"], table["p_ci_low"], table["p_ci_high"], table["n_x"], table["n_y"])],
+    })
+    return markdown_table(view)
+
+
+# -- a sweep in progress ------------------------------------------------------------------------------
+STATE_RANK = {"COMPLETE": 0, "RUNNING": 1, "WAITING": 2, "PRUNED": 3, "FAIL": 4}
+"""Which of a cell's trials speaks for it: a failed trial that was retried and finished is finished."""
+
+
+def cell_states(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per grid cell: its best-ranked trial (STATE_RANK; the latest of equals)."""
+    cells = trials[trials["cell"] != ""]
+    cells = cells.assign(rank=cells["state"].map(STATE_RANK).fillna(len(STATE_RANK)))
+    return cells.sort_values(["rank", "number"], ascending=[True, False]).drop_duplicates("cell").sort_values("number")
+
+
+def sweep_progress(trials: pd.DataFrame, running: pd.DataFrame, total_steps: int | None) -> list[str]:
+    """Markdown lines naming the cells not finished (running: how far), or [] when every cell is."""
+    cells = cell_states(trials)
+    done = int((cells["state"] == "COMPLETE").sum())
+    if done == len(cells):
+        return []
+    reached = running.groupby("number")["env_steps"].max().to_dict() if len(running) else {}
+    of = f" of {total_steps:,}" if total_steps else ""
+
+    def text(row) -> str:
+        if row.state != "RUNNING":
+            return f"`{row.cell}`"
+        steps = reached.get(row.number)
+        return f"`{row.cell}` ({'no log row yet' if steps is None else f'{int(steps):,}{of} agent steps'})"
+
+    drawn = " Running cells' curves so far are in `running_trials.png`." if reached else ""
+    lines = [f"**{done} of {len(cells)} cells finished.** Tables and plots use the finished cells only (a group's "
+             f"`seeds` counts them).{drawn}", ""]
+    for state, title in (("RUNNING", "running"), ("WAITING", "not started"), ("PRUNED", "pruned"),
+                         ("FAIL", "failed (the next `bench.sweep` run retries them)")):
+        part = cells[cells["state"] == state]
+        if len(part):
+            lines.append(f"- {title}: " + ", ".join(text(r) for r in part.itertuples(index=False)))
+    return lines + [""]
 
 
 # -- teacher axis (the noise-robustness benchmark) -------------------------------------------------------
@@ -256,44 +456,49 @@ def teacher_family(spec: str, env_id: str, segment_length: int = 25) -> tuple[st
     return family, float(getattr(params, changed[0]))
 
 
+def _open_store(path: Path) -> LabelStore | None:
+    """A trial's label store, or None where there is none. read_meta looks first, read-only: opening
+    a LabelStore on any other SQLite file would add the store's tables to it."""
+    try:
+        read_meta(path)
+        return LabelStore(path)
+    except (LabelStoreError, OSError, sqlite3.Error):
+        return None
+
+
+def _label_error(store: LabelStore) -> float:
+    """Over the store's current left/right answers: the probability that the rational teacher would
+    have answered the other way (oracles.agreement, exact)."""
+    try:
+        from oracles.agreement import agreement
+
+        table = agreement(store, "rational")
+        rows = table.loc[[a for a in ("left", "right") if a in table.index]]
+        rows = rows[rows["n"] > 0]
+        return float(((1.0 - rows["agree"]) * rows["n"]).sum() / rows["n"].sum())
+    except Exception:
+        return math.nan
+
+
 def label_stats(store_path: Path) -> dict[str, float]:
     """Of a trial's current answers: the fractions 'equal' and 'incomparable', and the label error.
 
-    label_error: over the stored left/right answers, the probability that the rational teacher would
-    have answered the other way (oracles.agreement, exact), i.e. the noise the teacher actually
-    injected on the queries the learner asked. NaN where the store is missing or not a label store.
+    label_error: the noise the teacher actually injected on the queries the learner asked
+    (_label_error). All NaN where the store is missing or not a label store.
     """
-    import sqlite3
-
     out = {"answers": math.nan, "frac_equal": math.nan, "frac_incomparable": math.nan, "label_error": math.nan}
-    if not store_path.is_file():
+    store = _open_store(store_path)
+    if store is None:
         return out
     try:
-        con = sqlite3.connect(f"{store_path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            cols = {r[1] for r in con.execute("PRAGMA table_info(answers)")}
-            where = " WHERE retracted_at IS NULL" if "retracted_at" in cols else ""
-            counts = dict(con.execute(f"SELECT answer, COUNT(*) FROM answers{where} GROUP BY answer").fetchall())
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            is_store = {"meta", "queries"} <= tables and con.execute("SELECT COUNT(*) FROM meta").fetchone()[0] > 0
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return out
-    n = sum(counts.values())
-    if n:
-        out.update(answers=float(n), frac_equal=counts.get("equal", 0) / n,
-                   frac_incomparable=counts.get("incomparable", 0) / n)
-    if is_store and (counts.get("left") or counts.get("right")):
-        try:
-            from oracles.agreement import agreement
-
-            table = agreement(store_path, "rational")
-            rows = table.loc[[a for a in ("left", "right") if a in table.index]]
-            rows = rows[rows["n"] > 0]
-            out["label_error"] = float(((1.0 - rows["agree"]) * rows["n"]).sum() / rows["n"].sum())
-        except Exception:
-            pass
+        counts = store.counts()
+        n = sum(counts[a] for a in ANSWERS)
+        if n:
+            out.update(answers=float(n), frac_equal=counts["equal"] / n, frac_incomparable=counts["incomparable"] / n)
+        if counts["left"] or counts["right"]:
+            out["label_error"] = _label_error(store)
+    finally:
+        store.close()
     return out
 
 
@@ -326,15 +531,20 @@ def teacher_table(done: pd.DataFrame) -> pd.DataFrame:
         s = stats.summarize(g["value"].to_numpy(dtype=float))
         mean_of = lambda c: float(pd.to_numeric(g[c], errors="coerce").mean())  # noqa: E731 (NaN-skipping)
         rows.append({"method": method, "teacher": teacher, "family": g["family"].iloc[0], "level": g["level"].iloc[0],
+                     "group": g["group"].iloc[0],
                      "budget": int(budget), **s, "labels_used": mean_of("labels"),
                      "frac_equal": mean_of("frac_equal"), "frac_incomparable": mean_of("frac_incomparable"),
                      "label_error": mean_of("label_error"), "env_steps": mean_of("env_steps")})
-    table = pd.DataFrame(rows)
-    if len(table):
-        keys = [(_teacher_sort_key(f, lv), m, b) for f, lv, m, b in
-                zip(table["family"], table["level"], table["method"], table["budget"])]
-        table = table.iloc[sorted(range(len(table)), key=lambda i: keys[i])].reset_index(drop=True)
-    return table
+    return _sorted_by_teacher(pd.DataFrame(rows))
+
+
+def _sorted_by_teacher(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows by family (FAMILY_ORDER), then growing noise, method and budget: the tables' and plots' order."""
+    if not len(df):
+        return df
+    keys = [(_teacher_sort_key(f, lv), m, b)
+            for f, lv, m, b in zip(df["family"], df["level"], df["method"], df["budget"])]
+    return df.iloc[sorted(range(len(df)), key=lambda i: keys[i])].reset_index(drop=True)
 
 
 def _level_text(family: str, level: float) -> str:
@@ -359,171 +569,6 @@ def teacher_markdown(table: pd.DataFrame) -> str:
         "label error vs rational": [_pct(v) for v in table["label_error"]],
     })
     return markdown_table(view)
-
-
-def _reference_lines(ax, done: pd.DataFrame) -> None:
-    """True-reward and rational-teacher means (with their seeds' min-max band) as horizontal references."""
-    for family, color, style in (("true reward", (0.15, 0.15, 0.15), "--"), ("rational", "tab:blue", ":")):
-        v = done.loc[done["family"] == family, "value"].astype(float)
-        if len(v):
-            ax.axhline(v.mean(), color=color, linestyle=style, linewidth=1.6, label=f"{family} (mean)")
-            ax.axhspan(v.min(), v.max(), color=color, alpha=0.08, linewidth=0)
-
-
-def _family_panel(ax, done: pd.DataFrame, family: str, x_of, xlabel: str, *, log: bool = False,
-                  include_rational_at=None, ticks=None) -> None:
-    import numpy as np
-
-    part = done[done["family"] == family].copy()
-    if include_rational_at is not None:
-        part = pd.concat([done[done["family"] == "rational"].assign(level=include_rational_at), part])
-    _reference_lines(ax, done)
-    if len(part):
-        part["x"] = [x_of(v) for v in part["level"]]
-        ax.scatter(part["x"], part["value"], color="tab:orange", alpha=0.55, s=28, zorder=3, label="seed")
-        means = part.groupby("x")["value"].mean().sort_index()
-        ax.plot(means.index, means.values, color="tab:red", marker="o", linewidth=2, zorder=4, label="mean over seeds")
-        if log:
-            ax.set_xscale("log")
-        if ticks:
-            shown = {x: t for x, t in ticks.items() if x in set(part["x"])}
-            ax.set_xticks(list(shown), list(shown.values()))
-            ax.minorticks_off()
-        else:
-            ax.set_xticks(sorted(set(part["x"])))
-        if log:
-            lo, hi = np.log10(min(part["x"])), np.log10(max(part["x"]))
-            pad = max(0.25, 0.1 * (hi - lo))
-            ax.set_xlim(10 ** (lo - pad), 10 ** (hi + pad))
-    else:
-        ax.text(0.5, 0.5, f"no '{family}' teachers in this sweep", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title(f"{family}")
-    ax.set_xlabel(xlabel)
-
-
-def _short_teacher(family: str, level: float, teacher: str) -> str:
-    if family == "mistake":
-        return f"ε={level:g}"
-    if family == "stoc":
-        return f"β={level:g}"
-    return teacher if family in ("combined", "?") else family
-
-
-def _label_points(ax, agg: pd.DataFrame, fig) -> None:
-    """Short labels next to the points, nudged up or down until they do not overlap (display coordinates)."""
-    fig.canvas.draw()
-    placed: list[tuple[float, float]] = []
-    height, width = 11.0, 46.0  # points
-    to_pt = 72.0 / fig.dpi
-    level = {t: lv for t, lv in zip(agg["teacher"], agg.get("level", [math.nan] * len(agg)))}
-    for r in sorted(agg.itertuples(index=False), key=lambda r: -r.y):
-        x, y = (v * to_pt for v in ax.transData.transform((r.x, r.y)))
-        dy = 0.0
-        for step in range(40):
-            dy = (step + 1) // 2 * height * (1 if step % 2 == 0 else -1)
-            if all(abs((y + dy) - py) >= height or abs(x - px) >= width for px, py in placed):
-                break
-        placed.append((x, y + dy))
-        ax.annotate(_short_teacher(r.family, level.get(r.teacher, math.nan), r.teacher), (r.x, r.y),
-                    textcoords="offset points", xytext=(7, dy - 3), fontsize=8,
-                    arrowprops=dict(arrowstyle="-", color="0.6", linewidth=0.6) if abs(dy) > height else None)
-
-
-def return_vs_noise(done: pd.DataFrame, env_id: str):
-    """Final return against each family's noise level: mistake (eps), stoc (1/beta), and every teacher
-    against the label error it injected (measured against the rational teacher)."""
-    import seaborn as sns
-    from matplotlib import pyplot as plt
-
-    sns.set_theme(style="whitegrid", context="notebook")
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.6), sharey=True, constrained_layout=True)
-    _family_panel(axes[0], done, "mistake", lambda v: v, "eps_mistake (probability a label is flipped)",
-                  include_rational_at=0.0)
-    stoc_levels = sorted(set(done.loc[done["family"] == "stoc", "level"]))
-    _family_panel(axes[1], done, "stoc", lambda v: 1.0 / v, "1 / beta (log scale; right = noisier)", log=True,
-                  ticks={1.0 / b: f"β={b:g}" for b in stoc_levels if b > 0})
-    ax = axes[2]
-    _reference_lines(ax, done)
-    part = done[done["label_error"].notna() & (done["family"] != "true reward")]
-    if len(part):
-        agg = part.groupby("teacher").agg(x=("label_error", "mean"), y=("value", "mean"), lo=("value", "min"),
-                                          hi=("value", "max"), family=("family", "first"),
-                                          level=("level", "first")).reset_index()
-        fams = [f for f in FAMILY_ORDER if f in set(agg["family"])]
-        palette = dict(zip(fams, sns.color_palette("tab10", len(fams))))
-        sns.scatterplot(data=part, x="label_error", y="value", hue="family", hue_order=fams, palette=palette,
-                        alpha=0.35, s=24, legend=False, ax=ax)
-        for r in agg.itertuples(index=False):
-            ax.errorbar(r.x, r.y, yerr=[[r.y - r.lo], [r.hi - r.y]], fmt="o", color=palette[r.family], capsize=3,
-                        markersize=7, label=r.family if r.family not in ax.get_legend_handles_labels()[1] else None)
-        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{100 * v:.0f}%"))
-        ax.set_xlim(min(-0.02, agg["x"].min() - 0.02), agg["x"].max() + 0.08)
-        _label_points(ax, agg, fig)
-    else:
-        ax.text(0.5, 0.5, "label error not available\n(no label stores here)", ha="center", va="center",
-                transform=ax.transAxes)
-    ax.set_title("every teacher (mean; bars: min-max over seeds)")
-    ax.set_xlabel("measured label error vs the rational teacher")
-    axes[0].set_ylabel("final return (mean of last 10 episodes)")
-    handles, labels = [], []
-    for a in axes:
-        for h, l in zip(*a.get_legend_handles_labels()):
-            if l not in labels:
-                handles.append(h)
-                labels.append(l)
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(8, len(labels)), fontsize=9)
-    fig.suptitle(f"{env_id}: final return vs teacher noise (shaded: min-max of the reference runs)", fontsize=12)
-    return fig
-
-
-def final_returns_by_teacher(done: pd.DataFrame, order: list[str]):
-    """Final return per teacher: points are seeds, the bar the mean with a 95% bootstrap CI."""
-    import seaborn as sns
-    from matplotlib import pyplot as plt
-
-    sns.set_theme(style="whitegrid", context="notebook")
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(order) + 1.6), constrained_layout=True)
-    sns.pointplot(data=done, y="teacher", x="value", order=order, errorbar=("ci", 95), linestyle="none",
-                  capsize=0.2, color="tab:red", markersize=6, ax=ax)
-    sns.stripplot(data=done, y="teacher", x="value", order=order, alpha=0.75, color="0.25", size=4, jitter=0.12,
-                  zorder=5, ax=ax)
-    v = done.loc[done["family"] == "true reward", "value"].astype(float)
-    if len(v):
-        ax.axvline(v.mean(), color=(0.15, 0.15, 0.15), linestyle="--", linewidth=1.2)
-    ax.set_xlabel("final return (mean of last 10 episodes); dashed: true-reward mean")
-    ax.set_ylabel("")
-    ax.set_title("Final return per teacher (dots: seeds; bar: mean, bootstrap 95% CI)")
-    return fig
-
-
-def return_by_teacher(curves: pd.DataFrame, families: dict[str, str]):
-    """Return over training, one panel per noise family; rational and true reward in every panel."""
-    import seaborn as sns
-    from matplotlib import pyplot as plt
-
-    sns.set_theme(style="whitegrid", context="notebook")
-    groups = [("mistake", ("mistake",)), ("stoc", ("stoc",)), ("other teachers", ("skip", "equal", "myopic", "combined"))]
-    groups = [(name, fams) for name, fams in groups if any(families.get(t) in fams for t in set(curves["teacher"]))]
-    groups = groups or [("teachers", tuple(FAMILY_ORDER))]
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 5.4), squeeze=False, sharey=True,
-                             constrained_layout=True)
-    for ax, (name, fams) in zip(axes.flat, groups):
-        teachers = [t for t in dict.fromkeys(curves["teacher"]) if families.get(t) in fams]
-        refs = [t for t in ("rational", "true reward") if t in set(curves["teacher"]) and t not in teachers]
-        part = curves[curves["teacher"].isin(teachers + refs)]
-        palette = dict(zip(teachers, sns.color_palette("flare", max(1, len(teachers)))))
-        palette.update({"rational": "tab:blue", "true reward": (0.15, 0.15, 0.15)})
-        sns.lineplot(data=part, x="env_steps", y="return", hue="teacher", hue_order=teachers + refs, palette=palette,
-                     estimator="mean", errorbar=("pi", 100), ax=ax)
-        ax.set_title(name)
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("episode return (true)")
-        if ax.get_legend() is not None:
-            sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=9, title=None,
-                            frameon=False)
-    fig.suptitle("Episode return over training per teacher\n(line: mean over seeds; shaded: min to max over seeds)",
-                 fontsize=11)
-    return fig
 
 
 def _teacher_thresholds(specs: list[str], env_id: str) -> list[str]:
@@ -638,91 +683,69 @@ def _mlflow_client(uri: str | None):
         return None
 
 
-def write_report(study: optuna.Study, info: dict, sweep_dir: Path, out: Path, command: str, client) -> list[Path]:
-    from . import plots
+GRID_TEXT = (
+    "Final return = the learner's mean true (unclipped) return over the last 10 episodes of each run. "
+    "Per budget and method, over seeds: mean and IQM (interquartile mean: mean of the middle 50%; equals "
+    "the mean below 4 seeds), each with a percentile-bootstrap 95% CI (10,000 resamples of the seeds; "
+    "none with one seed). `labels used` = labels answered by the end. In the curves the line is the mean "
+    "over seeds and the shading spans min to max.",
+    "",
+    "Initial labels: unless set explicitly, a preference run first asks min(500, ceil(25% of the budget)) "
+    "comparisons on Atari (the paper: 500 of 5,500) and ceil(25% of the budget) elsewhere, about the "
+    "untrained policy; `offline-labels` asks the whole budget up front.",
+    "",
+)
+TEACHER_TEXT = (
+    "Final return = the learner's mean true (unclipped) return over the last 10 episodes of each run. Per "
+    "teacher, over seeds: mean and IQM (interquartile mean; equals the mean below 4 seeds), each with a "
+    "percentile-bootstrap 95% CI (10,000 resamples of the seeds; none with one seed; with 2-3 seeds these "
+    "intervals are little more than the seeds' range). `equal` / `incomparable`: fraction of the stored "
+    "answers of that kind (incomparable answers use up budget but are never trained on). `label error vs "
+    "rational`: over the stored left/right answers, the probability that the rational teacher would have "
+    "answered the other way (`oracles.agreement`, exact), i.e. the noise the teacher actually put into the "
+    "labels the learner asked for.",
+    "",
+    "Noise level per family: `mistake` eps_mistake (a label is flipped with this probability); `stoc` beta "
+    "in P(left) = sigmoid(beta (R1 - R2)) (smaller = noisier); `skip` / `equal` their thresholds in "
+    "segment-return units; `myopic` gamma (step t of H weighted gamma^(H-1-t)). See oracles/README.md.",
+    "",
+)
+PROGRESS_TEXT = (
+    "Progress metrics (on Enduro the score is floored at 0, so the return alone reads 0 for most runs): "
+    "`gained per 1k agent steps` = 1,000 x the positive true reward per agent step, over all envs (Enduro: "
+    "cars passed); `lost per 1k agent steps` the same for negative rewards (Enduro: times passed back); "
+    "`progress per agent step` the env's progress measure per agent step (Enduro: odometer distance, a "
+    "speed). An agent step is one step of one env (frameskip emulator frames); `env_steps` in metrics.csv "
+    "counts them over all envs. **Final** value of a rate: the mean of the trial's per-window rates (one "
+    "log row = one window of `log_every` agent steps) over its log rows at or after 90% of its last logged "
+    "agent step, the last row always included: the rate over the last ~10% of training. Per cell group over "
+    "its finished seeds: mean and IQM with percentile-bootstrap 95% CIs as for the return. ⚠ With 2 seeds "
+    "the interval is [min, max] of the two numbers, not a 95% CI; with 1 seed there is none.",
+    "",
+    "P(X > Y), the probability of improvement (Agarwal et al. 2021, as in rliable): for a random finished "
+    "seed of X and one of Y, the probability that X's final value is higher (ties count one half), with a "
+    "95% CI from resampling X's and Y's seeds separately (10,000 times). P(Y > X) = 1 - P(X > Y).",
+    "",
+    "Curves: per-episode values (the return) are drawn interpolated between the log rows where an episode "
+    "ended, so that seeds line up; rates and run-long sums are in every row. The label plots draw one line "
+    "per seed (seeds reach a label count at different steps).",
+    "",
+)
 
-    trials = trials_frame(study)
-    if not len(trials):
-        raise UsageError(f"study {study.study_name!r} has no trials yet; run the sweep first")
-    out.mkdir(parents=True, exist_ok=True)
-    kind = info.get("kind") or ("grid" if "cell" in set().union(*(t.user_attrs for t in study.trials)) else "search")
-    written: list[Path] = []
-    trials.drop(columns=["budget_label"]).to_csv(out / "trials.csv", index=False)
-    written.append(out / "trials.csv")
-    complete = trials[trials["state"] == "COMPLETE"]
-    counts = trials["state"].value_counts().to_dict()
-    figures: list[tuple[str, str]] = []
 
-    teacher_axis = kind == "grid" and bool(info.get("teachers") or (trials["teacher"] != "").any())
-    env_id = (study.user_attrs.get("sweep_settings") or info.get("settings") or {}).get("env_id", "")
-    if teacher_axis:
-        done = teacher_trials(trials, sweep_dir, env_id)
-        table = teacher_table(done)
-        table.to_csv(out / "results.csv", index=False)
-        body = teacher_markdown(table) if len(table) else "(no complete trials yet)"
-        curves, missing = curves_frame(done, sweep_dir, client)
-        if len(done):
-            plots.save(return_vs_noise(done, env_id), out / "return_vs_noise.png")
-            figures.append(("Final return vs noise level", "return_vs_noise.png"))
-            order = list(dict.fromkeys(table["teacher"]))
-            plots.save(final_returns_by_teacher(done, order), out / "final_returns.png")
-            figures.append(("Final return per teacher", "final_returns.png"))
-        if len(curves) and curves["return"].notna().any():
-            teacher_of = dict(zip(done["number"], done["teacher"]))
-            curves = curves.assign(teacher=[teacher_of[n] for n in curves["number"]])
-            families = dict(zip(done["teacher"], done["family"]))
-            plots.save(return_by_teacher(curves[curves["return"].notna()], families), out / "return_by_teacher.png")
-            figures.append(("Episode return over training, per teacher", "return_by_teacher.png"))
-    elif kind == "grid":
-        table = grid_table(trials)
-        table.drop(columns=["budget_label"]).to_csv(out / "results.csv", index=False)
-        body = grid_markdown(table) if len(table) else "(no complete trials yet)"
-        curves, missing = curves_frame(complete, sweep_dir, client)
-        if len(curves):
-            ret = curves[curves["return"].notna()]
-            if len(ret):
-                plots.save(plots.return_by_budget(ret), out / "return_by_budget.png")
-                figures.append(("Episode return over training, per label budget", "return_by_budget.png"))
-            if curves["labels"].notna().any():
-                plots.save(plots.labels_over_training(curves), out / "labels_over_training.png")
-                figures.append(("Labels gathered over training", "labels_over_training.png"))
-        if len(complete):
-            plots.save(plots.final_returns(complete), out / "final_returns.png")
-            figures.append(("Final return per budget and method", "final_returns.png"))
-    else:
-        table = complete.sort_values("value", ascending=False)
-        table.drop(columns=["budget_label"]).to_csv(out / "results.csv", index=False)
-        body = search_markdown(trials) if len(complete) else "(no complete trials yet)"
-        top = table.head(5)
-        curves, missing = curves_frame(top, sweep_dir, client)
-        if len(trials[trials["value"].notna()]):
-            plots.save(plots.search_history(trials[trials["value"].notna()]), out / "search_history.png")
-            figures.append(("Search history", "search_history.png"))
-        if len(curves) and curves["return"].notna().any():
-            import seaborn as sns
-            from matplotlib import pyplot as plt
-
-            fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
-            sns.lineplot(data=curves[curves["return"].notna()], x="env_steps", y="return", hue="trial", ax=ax)
-            ax.set_xlabel("env steps")
-            ax.set_ylabel("episode return (true)")
-            ax.set_title("Episode return over training, best 5 trials")
-            plots.save(fig, out / "return_curves.png")
-            figures.append(("Episode return over training, best 5 trials", "return_curves.png"))
-    (out / "results.md").write_text(body + "\n")
-    written += [out / "results.csv", out / "results.md"] + [out / f for _, f in figures]
-
-    # -- README ----------------------------------------------------------------------------------------
+def _provenance_lines(study: optuna.Study, info: dict, kind: str, trials: pd.DataFrame, command: str) -> list[str]:
+    """The README's head: what was swept, how (both commands), when, on which machines and packages."""
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     m = machine()
     ua = study.user_attrs
     settings = ua.get("sweep_settings", info.get("settings", {}))
+    counts = trials["state"].value_counts().to_dict()
     lines = [
         f"# Sweep `{study.study_name}`",
         "",
         f"Preset `{ua.get('preset', info.get('preset', '?'))}` ({kind}): "
         + ", ".join(f"{k} {v}" for k, v in settings.items() if k not in ("kind", "preset")) + ".",
-        f"Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + ".",
+        "Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + ".",
         "",
         "## How this was made",
         "",
@@ -743,58 +766,186 @@ def write_report(study: optuna.Study, info: dict, sweep_dir: Path, out: Path, co
     env_lines = env_settings(study)
     if env_lines:
         lines += ["", "## Environment settings (as the trials recorded them)", "", *env_lines]
-    lines += ["", "## Results", ""]
-    if teacher_axis:
-        lines += [
-            "Final return = the learner's mean true (unclipped) return over the last 10 episodes of each run. Per "
-            "teacher, over seeds: mean and IQM (interquartile mean; equals the mean below 4 seeds), each with a "
-            "percentile-bootstrap 95% CI (10,000 resamples of the seeds; none with one seed; with 2-3 seeds these "
-            "intervals are little more than the seeds' range). `equal` / `incomparable`: fraction of the stored "
-            "answers of that kind (incomparable answers use up budget but are never trained on). `label error vs "
-            "rational`: over the stored left/right answers, the probability that the rational teacher would have "
-            "answered the other way (`oracles.agreement`, exact), i.e. the noise the teacher actually put into the "
-            "labels the learner asked for.",
-            "",
-            "Noise level per family: `mistake` eps_mistake (a label is flipped with this probability); `stoc` beta "
-            "in P(left) = sigmoid(beta (R1 - R2)) (smaller = noisier); `skip` / `equal` their thresholds in "
-            "segment-return units; `myopic` gamma (step t of H weighted gamma^(H-1-t)). See oracles/README.md.",
-            "",
-        ]
-        thresholds = _teacher_thresholds(sorted(t for t in set(trials["teacher"]) if t), env_id)
-        if thresholds:
-            lines += ["Teachers as built for this env (oracles.teacher.teacher_for_env):", "", *thresholds, ""]
-    elif kind == "grid":
-        lines += [
-            "Final return = the learner's mean true (unclipped) return over the last 10 episodes of each run. "
-            "Per budget and method, over seeds: mean and IQM (interquartile mean: mean of the middle 50%; equals "
-            "the mean below 4 seeds), each with a percentile-bootstrap 95% CI (10,000 resamples of the seeds; "
-            "none with one seed). `labels used` = labels answered by the end. In the curves the line is the mean "
-            "over seeds and the shading spans min to max.",
-            "",
-            "Initial labels: unless set explicitly, a preference run first asks min(500, ceil(25% of the budget)) "
-            "comparisons on Atari (the paper: 500 of 5,500) and ceil(25% of the budget) elsewhere, about the "
-            "untrained policy; `offline-labels` asks the whole budget up front.",
-            "",
-        ]
-    else:
-        lines += ["Best complete trials (objective: final return, the mean true return of the last 10 episodes):", ""]
-    lines += [body, ""]
+    return lines
+
+
+def _results_text(kind: str, teacher_axis: bool, trials: pd.DataFrame, env_id: str) -> list[str]:
+    """What the tables mean, before them."""
+    if kind != "grid":
+        return ["Best complete trials (objective: final return, the mean true return of the last 10 episodes):", ""]
+    if not teacher_axis:
+        return [*GRID_TEXT, *PROGRESS_TEXT]
+    lines = [*TEACHER_TEXT, *PROGRESS_TEXT]
+    thresholds = _teacher_thresholds(sorted(t for t in set(trials["teacher"]) if t), env_id)
+    if thresholds:
+        lines += ["Teachers as built for this env (oracles.teacher.teacher_for_env):", "", *thresholds, ""]
+    return lines
+
+
+def _readme(study: optuna.Study, info: dict, kind: str, trials: pd.DataFrame, command: str, results: list[str],
+            missing: int, figs: _Figures, teacher_axis: bool) -> list[str]:
+    """README.md's lines: provenance, ``results`` (what is unfinished, what the tables mean, the tables),
+    the figures, and the interpretation kept from OUT/interpretation.md."""
+    lines = [*_provenance_lines(study, info, kind, trials, command), "", "## Results", "", *results, ""]
     if missing:
         lines += [f"({missing} trial(s) had no learning curve here: their run directory is elsewhere and MLflow "
                   f"was not reachable.)", ""]
-    for title, fname in figures:
+    for title, fname in figs.items:
         lines += [f"### {title}", "", f"![{title}]({fname})", ""]
     lines += ["Files: `results.csv` (the numbers behind the table), `trials.csv` (one row per trial, with its "
-              "MLflow run id).", ""]
-    notes = out / "interpretation.md"
+              "MLflow run id)" + (", `progress.csv` and `improvement.csv` (the progress and P(X > Y) tables)"
+                                  if kind == "grid" else "") + ".", ""]
+    notes = figs.out / "interpretation.md"
     if notes.is_file():
         lines += ["## Interpretation", "", notes.read_text().strip(), ""]
     elif teacher_axis:
         lines += ["## Interpretation", "", "(none yet: write it in `interpretation.md` next to this README; the "
                   "report keeps it here when it is regenerated)", ""]
-    (out / "README.md").write_text("\n".join(lines))
-    written.append(out / "README.md")
-    return written
+    return lines
+
+
+class _Figures:
+    """The report's figures: saved to OUT as they are made, listed in order for the README."""
+
+    def __init__(self, out: Path):
+        self.out, self.items = out, []
+
+    def add(self, fig, name: str, title: str) -> None:
+        """Save ``fig`` as OUT/name under ``title``; None (nothing to draw) is skipped."""
+        from . import plots
+
+        if fig is not None:
+            plots.save(fig, self.out / name)
+            self.items.append((title, name))
+
+
+def _teacher_results(trials, sweep_dir, env_id, client, figs: _Figures):
+    """(table, markdown, finished trials, their curves, trials without a curve) of a teacher-axis grid."""
+    from . import plots
+
+    done = _sorted_by_teacher(teacher_trials(trials, sweep_dir, env_id))
+    table = teacher_table(done)
+    curves, missing = curves_frame(done, sweep_dir, client)
+    if len(done):
+        figs.add(plots.return_vs_noise(done, env_id), "return_vs_noise.png", "Final return vs noise level")
+        figs.add(plots.final_returns_by_teacher(done, list(dict.fromkeys(table["teacher"]))), "final_returns.png",
+                 "Final return per teacher")
+    if curves[RETURN].notna().any():
+        teacher_of = dict(zip(done["number"], done["teacher"]))
+        with_teacher = curves.assign(teacher=[teacher_of[n] for n in curves["number"]])
+        figs.add(plots.return_by_teacher(with_teacher[with_teacher[RETURN].notna()],
+                                         dict(zip(done["teacher"], done["family"]))),
+                 "return_by_teacher.png", "Episode return over training, per teacher")
+    return table, teacher_markdown(table) if len(table) else "(no complete trials yet)", done, curves, missing
+
+
+def _grid_results(trials, sweep_dir, client, figs: _Figures):
+    """(table, markdown, finished trials, their curves, trials without a curve) of a grid."""
+    from . import plots
+
+    done = trials[trials["state"] == "COMPLETE"]
+    table = grid_table(trials)
+    curves, missing = curves_frame(done, sweep_dir, client)
+    if curves[RETURN].notna().any():
+        figs.add(plots.return_by_budget(curves[curves[RETURN].notna()]), "return_by_budget.png",
+                 "Episode return over training, per label budget")
+    if curves[LABELS].notna().any():
+        figs.add(plots.labels_over_training(curves), "labels_over_training.png", "Labels gathered over training")
+    if len(done):
+        figs.add(plots.final_returns(done), "final_returns.png", "Final return per budget and method")
+    return table, grid_markdown(table) if len(table) else "(no complete trials yet)", done, curves, missing
+
+
+def _search_results(trials, sweep_dir, client, figs: _Figures):
+    """(table, markdown, trials without a curve) of a search: the best trials and their curves."""
+    from . import plots
+
+    table = trials[trials["state"] == "COMPLETE"].sort_values("value", ascending=False)
+    curves, missing = curves_frame(table.head(5), sweep_dir, client)
+    if trials["value"].notna().any():
+        figs.add(plots.search_history(trials[trials["value"].notna()]), "search_history.png", "Search history")
+    figs.add(plots.curve_panels(curves, [(RETURN, "episode return (true)")], hue="trial",
+                                title="Episode return over training, best 5 trials"),
+             "return_curves.png", "Episode return over training, best 5 trials")
+    return table, search_markdown(trials) if len(table) else "(no complete trials yet)", missing
+
+
+def _progress_figures(curves: pd.DataFrame, running: pd.DataFrame, progress: pd.DataFrame, order: list[str],
+                      figs: _Figures) -> None:
+    """Curves per cell group against agent steps and labels, reward collected, final vs budget,
+    diagnostics, and the running trials so far."""
+    from . import plots
+
+    figs.add(plots.curve_panels(curves, PROGRESS_PANELS, hue_order=order, title="Progress over training"),
+             "progress_curves.png", "Progress over training, per cell group")
+    figs.add(plots.curve_panels(curves, CUMULATIVE_PANELS, hue_order=order,
+                                title="Reward collected during training (run-long sums over all envs)"),
+             "cumulative_reward.png", "True reward and gains collected during training")
+    prefs = curves[[_uses_labels(m) for m in curves["method"]]]
+    figs.add(plots.curve_panels(prefs, PROGRESS_PANELS, x=LABELS, xlabel="labels answered", hue_order=order,
+                                per_seed=True, title="Progress against labels answered (preference runs)"),
+             "progress_vs_labels.png", "Progress against labels answered")
+    if len(progress) and (~progress["baseline"]).any():
+        figs.add(plots.final_vs_budget(progress, dict(FINAL_METRICS)), "final_vs_budget.png",
+                 "Final metrics per label budget")
+    figs.add(plots.curve_panels(curves, DIAGNOSTIC_PANELS, hue_order=order, title="Training diagnostics"),
+             "diagnostics.png", "Training diagnostics (PPO and reward model)")
+    figs.add(plots.curve_panels(running, PROGRESS_PANELS, hue="cell", per_seed=True,
+                                title="Running trials so far (not in the tables)"),
+             "running_trials.png", "Running trials so far (partial; not in the tables)")
+
+
+def _progress_results(done, curves, running, order, out: Path, figs: _Figures) -> str:
+    """Write progress.csv and improvement.csv, draw the progress figures; returns their markdown."""
+    finals = final_values(done, curves, order)
+    progress = progress_table(finals)
+    progress.to_csv(out / "progress.csv", index=False)
+    key = main_metric(finals)
+    pairs = improvement_table(finals, key)
+    pairs.to_csv(out / "improvement.csv", index=False)
+    _progress_figures(curves, running, progress, order, figs)
+    if not len(progress):
+        return ""
+    label = dict(FINAL_METRICS)[key]
+    parts = ["### Progress over the last 10% of training", "", progress_markdown(progress), ""]
+    if len(pairs):
+        parts += [f"### P(X > Y): probability of improvement on {label}", "", improvement_markdown(pairs), ""]
+    return "\n".join(parts)
+
+
+def write_report(study: optuna.Study, info: dict, sweep_dir: Path, out: Path, command: str, client) -> list[Path]:
+    trials = trials_frame(study)
+    if not len(trials):
+        raise UsageError(f"study {study.study_name!r} has no trials yet; run the sweep first")
+    out.mkdir(parents=True, exist_ok=True)
+    kind = info.get("kind") or ("grid" if "cell" in set().union(*(t.user_attrs for t in study.trials)) else "search")
+    trials.drop(columns=["budget_label"]).to_csv(out / "trials.csv", index=False)
+    figs = _Figures(out)
+    settings = study.user_attrs.get("sweep_settings") or info.get("settings") or {}
+    teacher_axis = kind == "grid" and bool(info.get("teachers") or (trials["teacher"] != "").any())
+    written = [out / "trials.csv", out / "results.csv", out / "results.md"]
+    status, body = [], []
+    if kind == "grid":
+        running, _ = curves_frame(trials[trials["state"] == "RUNNING"], sweep_dir, client)
+        status = sweep_progress(trials, running, settings.get("env_steps"))
+        if teacher_axis:
+            table, main_md, done, curves, missing = _teacher_results(trials, sweep_dir, settings.get("env_id", ""),
+                                                                     client, figs)
+        else:
+            table, main_md, done, curves, missing = _grid_results(trials, sweep_dir, client, figs)
+        progress_md = _progress_results(done, curves, running, list(table.get("group", [])), out, figs)
+        body += [main_md, "", progress_md]
+        written += [out / "progress.csv", out / "improvement.csv"]
+    else:
+        table, main_md, missing = _search_results(trials, sweep_dir, client, figs)
+        body.append(main_md)
+    table.drop(columns=["budget_label"], errors="ignore").to_csv(out / "results.csv", index=False)
+    tables = "\n".join(body).rstrip()
+    (out / "results.md").write_text("\n".join([*status, tables]) + "\n")
+    results = [*status, *_results_text(kind, teacher_axis, trials, settings.get("env_id", "")), tables]
+    (out / "README.md").write_text("\n".join(_readme(study, info, kind, trials, command, results, missing, figs,
+                                                     teacher_axis)))
+    return written + [out / f for _, f in figs.items] + [out / "README.md"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,7 +132,7 @@ def check_tracking_uri(uri: str, *, reach: bool = True, create: bool = True) -> 
     reads runs, it must not start an empty database). With ``reach``, whether an MLflow server
     answers: before any trial starts, so a sweep fails fast (``--dry-run`` checks only the rest).
     """
-    scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
+    scheme = scheme_of(uri)
     if scheme in ("http", "https"):
         from urllib.parse import urlsplit
 
@@ -156,13 +156,13 @@ def check_tracking_uri(uri: str, *, reach: bool = True, create: bool = True) -> 
             if r.status_code != 200:
                 raise TrackingError(f"MLflow server {mask_url(uri)!r} answered /health with HTTP {r.status_code}")
     elif scheme == "sqlite":
-        path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") and uri[len("sqlite:///"):] else None
+        path = sqlite_path(uri)
         if path is None or not path.parent.is_dir() or path.is_dir():
             raise TrackingError(f"tracking URI {uri!r}: expected sqlite:///PATH, a file in an existing folder")
         if not create and not path.is_file():
             raise TrackingError(f"tracking URI {uri!r}: {path} does not exist")
     elif scheme not in ("postgresql", "mysql", "mssql", "databricks", "file"):
-        raise TrackingError(f"tracking URI {mask_url(uri)!r} has scheme {scheme or 'none'!r}; allowed: sqlite:///PATH, "
+        raise TrackingError(f"tracking URI {mask_url(uri)!r} has scheme {scheme!r}; allowed: sqlite:///PATH, "
                             f"http(s)://HOST:PORT (an mlflow server), or a database URL")
 
 

@@ -373,7 +373,7 @@ def validate(settings: Settings) -> None:
         cells = [(f"budget {settings.budgets[0]}",
                   settings.config(run_key="check", method="rlhp", budget=settings.budgets[0], seed=0))]
     # the env, the device and the seed labels once, on a cell that asks for labels if any does
-    where, cfg = next(((w, c) for w, c in cells if c.reward == "preferences"), cells[0])
+    cfg = next((c for _, c in cells if c.reward == "preferences"), cells[0][1])
     try:
         check_environment(resolve(cfg), labeler=False)  # the teachers are checked next, as sweeps need them
     except ConfigError as exc:

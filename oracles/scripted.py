@@ -45,12 +45,12 @@ class ScriptedLabeler:
     def post(self, store: LabelStore, queries: Sequence[Query], env_step: int) -> None:
         if not queries:
             return
-        store.add_queries(queries, env_step=env_step, route=ROUTE, keep_frames=False)
         answers = self.teacher.answer_batch(queries)
         params = self.labeler_params
         now = time.time()
-        store.add_answers([dict(query_id=q.id, answer=a, labeler=self.name, labeler_params=params, answered_at=now)
-                           for q, a in zip(queries, answers)])
+        store.add_queries(queries, env_step=env_step, route=ROUTE, keep_frames=False,
+                          answers=[dict(query_id=q.id, answer=a, labeler=self.name, labeler_params=params,
+                                        answered_at=now) for q, a in zip(queries, answers)])
 
     def close(self) -> None:
         pass

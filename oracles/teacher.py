@@ -1,8 +1,8 @@
 """One parameterised scripted teacher; the B-Pref family (Lee et al. 2021) are presets of it.
 
 A teacher looks only at the true env reward of each segment (``Segment.true_rewards``) and at
-where episodes terminated inside it (``Segment.terminations``: ends that were not a time limit).
-It never sees observations.
+where episodes terminated inside it (``Segment.terminations``: ends that were not a time limit),
+and, only to break reward ties (rule 3a), at its driving progress. It never sees observations.
 
 How a teacher answers one query (left segment 1, right segment 2), rule by rule:
 
@@ -12,25 +12,35 @@ How a teacher answers one query (left segment 1, right segment 2), rule by rule:
    Every rule below reads this same R (B-Pref reads the undiscounted sum for skip/equal; we
    keep one notion of "what the teacher perceived").
 2. **Skip** -> ``"incomparable"`` when ``max(R1, R2) < skip_threshold`` (strict: a segment
-   whose R is exactly the threshold counts as worth comparing).
-3. **Equal** -> ``"equal"`` when ``|R1 - R2| <= equal_threshold`` (inclusive). The default
-   threshold 0 answers exact ties "equal" (B-Pref's oracle answers a tie "left", a bias; on
-   Enduro most early pairs are 0-0 ties). ``equal_threshold = -inf`` never answers "equal" and
-   breaks exact ties with a fair coin instead.
-4. **Prefer.** ``P(left) = softmax(beta * [R1, R2])[0] = sigmoid(beta * (R1 - R2))``, sampled.
-   ``beta = inf`` is the rational teacher: the higher R wins (a tie is a fair coin).
-   3a. **Progress** (the ``progress`` preset; off by default). When ``progress_margin`` is finite
-   and the pair is a reward tie (rule 3 would answer "equal", or R1 == R2), the segment that
-   made more driving progress (``Segment.progress``, weighted like the reward: Enduro's
-   odometer distance, read from the emulator's RAM) is preferred when the two differ by more
-   than ``progress_margin``. This is what the paper says its people did on Enduro ("rewarding
-   any progress towards passing cars") and the rational teacher cannot: two 25-step clips of
-   a near-random policy almost never differ in cars passed, so it answered "equal" to
-   94-99.8% of Enduro queries. It is a *shaped* teacher: its labels carry information the
-   env reward does not, and results with it must say so.
+   whose R is exactly the threshold counts as worth comparing). Nothing below applies.
+3. **Tie.** The pair is a *reward tie* when ``|R1 - R2| <= equal_threshold`` (inclusive; the
+   default 0 makes exact ties only, ``equal_eps`` a band). On Enduro most early pairs are 0-0 ties.
+   3a. **Progress** (the ``progress`` preset; off by default). When ``progress_margin`` is finite,
+   a reward tie whose segments' driving progress (``Segment.progress``, weighted like the reward:
+   Enduro's odometer distance, read from the emulator's RAM) differs by more than
+   ``progress_margin`` is decided by progress: the segment that made more is preferred (then
+   rule 5). It is no longer a tie, so rule 3b does not see it. This is what the paper says its
+   people did on Enduro ("rewarding any progress towards passing cars") and the rational teacher
+   cannot: two 25-step clips of a near-random policy almost never differ in cars passed, so it
+   answered "equal" to 94-99.8% of Enduro queries. It is a *shaped* teacher: its labels carry
+   information the env reward does not, and results with it must say so.
+   3b. **Tie answer** (knob ``tie``; in specs ``tie=equal|coin|skip``), for the ties left:
+   ``equal`` (default) -> ``"equal"`` (trained as (0.5, 0.5): pulls the ensemble's two
+   predictions together; B-Pref's oracle instead answers a tie "left", a bias);
+   ``coin`` -> left or right by a fair coin (rule 5 leaves it fair): a pure-noise label, what a
+   Boltzmann teacher (beta < inf) answers an exact tie anyway;
+   ``skip`` -> ``"incomparable"`` (stored, never trained on: costs a query, teaches nothing).
+   ``equal_threshold = -inf`` is accepted as the older spelling of ``tie=coin`` (exact ties to a
+   coin) and is stored as ``equal_threshold=0, tie=coin``; with ``tie=skip`` it is refused.
+4. **Prefer** (pairs that are not ties). ``P(left) = softmax(beta * [R1, R2])[0] =
+   sigmoid(beta * (R1 - R2))``, sampled. ``beta = inf`` is the rational teacher: the higher R wins.
 5. **Mistake.** A "left"/"right" answer is swapped with probability ``eps_mistake``.
    "equal" and "incomparable" are never swapped (as in B-Pref, where the equal label
    overrides the flipped one).
+
+So skip (rule 2) wins over everything, progress (3a) over the tie answer (3b), and a tie is
+answered by 3b alone: with ``tie=coin`` a pair inside an ``equal_threshold`` band gets a fair
+coin even when ``beta`` would have leaned one way.
 
 Thresholds: one unit. ``skip_threshold`` and ``equal_threshold`` are in *perceived
 segment-return units*: the same units as R above (env reward, summed with the myopic weights
@@ -70,7 +80,7 @@ import numpy as np
 from rlhp_core.segments import ANSWERS, Query, Segment
 
 __all__ = [
-    "TeacherParams", "Teacher", "PRESETS", "KNOBS", "RELATIVE_KNOBS", "EnvDefaults", "ENV_DEFAULTS",
+    "TeacherParams", "Teacher", "PRESETS", "KNOBS", "RELATIVE_KNOBS", "TIE_ANSWERS", "EnvDefaults", "ENV_DEFAULTS",
     "env_defaults", "parse_teacher", "format_spec", "teacher_for_env", "myopic_weights",
 ]
 
@@ -80,6 +90,14 @@ _LEFT, _RIGHT, _EQUAL, _INCOMPARABLE = (ANSWERS.index(a) for a in ("left", "righ
 # ---------------------------------------------------------------------------------------------
 # Parameters
 # ---------------------------------------------------------------------------------------------
+TIE_ANSWERS: dict[str, float] = {"equal": 0.0, "coin": 1.0, "skip": 2.0}
+"""The ``tie`` knob (rule 3b): what a reward tie is answered, by name, and the number that stands for
+it in :class:`TeacherParams` (every knob is a number). Specs and records use the names."""
+
+_TIE_CHOICES = (f"{', '.join(TIE_ANSWERS)} "
+                f"(in code also their numbers {', '.join(map('{:g}'.format, TIE_ANSWERS.values()))})")
+
+
 @dataclass(frozen=True)
 class TeacherParams:
     """Every knob of the scripted teacher. Defaults are the rational oracle (B-Pref "Oracle")."""
@@ -93,13 +111,20 @@ class TeacherParams:
     skip_threshold: float = -math.inf
     """Answer "incomparable" when max(R1, R2) < this (perceived segment-return units). -inf = never skip."""
     equal_threshold: float = 0.0
-    """Answer "equal" when |R1 - R2| <= this (perceived segment-return units), >= 0. 0 = exact ties only; -inf = never (ties: coin)."""
+    """A pair is a reward tie when |R1 - R2| <= this (perceived segment-return units), >= 0. 0 = exact ties only.
+    -inf (never answer equal) is the older spelling of tie=coin and is stored as 0 with tie=coin."""
     episode_end_penalty: float = 0.0
     """Subtracted from the reward of a step where an episode ended (paper's synthetic-oracle rule). Finite; < 0 is a bonus."""
     progress_margin: float = math.inf
     """Break reward ties by driving progress when the segments' progress differs by more than this (>= 0; rule 3a). inf = off."""
+    tie: float = TIE_ANSWERS["equal"]
+    """What the ties left after rule 3a are answered (rule 3b): a :data:`TIE_ANSWERS` name ("equal", "coin", "skip") or its number."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.tie, str):
+            if self.tie.strip().lower() not in TIE_ANSWERS:
+                raise ValueError(f"tie must be one of {_TIE_CHOICES}, got {self.tie!r}")
+            object.__setattr__(self, "tie", TIE_ANSWERS[self.tie.strip().lower()])
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -116,19 +141,32 @@ class TeacherParams:
             raise ValueError(
                 f"skip_threshold must be in [-inf, inf) (segment-return units; -inf = never skip), got {self.skip_threshold}"
             )
+        if self.tie not in TIE_ANSWERS.values():
+            raise ValueError(f"tie must be one of {_TIE_CHOICES}, got {_fmt(self.tie)}")
         q = self.equal_threshold
         if not (q >= 0.0 or q == -math.inf) or q == math.inf:
             raise ValueError(
                 f"equal_threshold must be in [0, inf) (segment-return units) or -inf (never answer equal), got {q}"
             )
+        if q == -math.inf:  # the older spelling of tie=coin: one teacher, one set of knobs
+            if self.tie == TIE_ANSWERS["skip"]:
+                raise ValueError("equal_threshold=-inf (never answer equal, ties get a coin: the older spelling of "
+                                 "tie=coin) contradicts tie=skip; give tie=skip alone")
+            object.__setattr__(self, "equal_threshold", 0.0)
+            object.__setattr__(self, "tie", TIE_ANSWERS["coin"])
         if not self.progress_margin >= 0.0:
             raise ValueError(f"progress_margin must be in [0, inf] (progress units; inf = off), got {self.progress_margin}")
         if not math.isfinite(self.episode_end_penalty):
             raise ValueError(f"episode_end_penalty must be a finite number (reward units), got {self.episode_end_penalty}")
 
+    @property
+    def tie_answer(self) -> str:
+        """The ``tie`` knob's name: "equal", "coin" or "skip"."""
+        return _tie_name(self.tie)
+
     def to_record(self) -> dict[str, Any]:
-        """JSON-safe dict (infinities as the strings "inf"/"-inf", which strict JSON lacks)."""
-        return {k: _json_float(v) for k, v in dataclasses.asdict(self).items()}
+        """JSON-safe dict (infinities as the strings "inf"/"-inf", which strict JSON lacks; ``tie`` by name)."""
+        return {k: self.tie_answer if k == "tie" else _json_float(v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> "TeacherParams":
@@ -299,21 +337,26 @@ class Teacher:
 
     # -- answers -------------------------------------------------------------------------------
     def _decide(self, queries: Sequence[Query]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """P(left chosen before mistakes), and the skip and equal masks, for every query."""
+        """P(left chosen before mistakes), and the incomparable and equal masks, for every query."""
         r = self.pair_returns(queries)
         d = r[:, 0] - r[:, 1]
         if math.isinf(self.params.beta):
             p = np.where(d > 0, 1.0, np.where(d < 0, 0.0, 0.5))
         else:
             p = 0.5 * (1.0 + np.tanh(0.5 * self.params.beta * d))  # sigmoid(beta*(R1-R2)), without overflow
-        skip = np.maximum(r[:, 0], r[:, 1]) < self.params.skip_threshold
-        tie = ~skip & (np.abs(d) <= max(self.params.equal_threshold, 0.0))
-        equal = tie & (np.abs(d) <= self.params.equal_threshold)
-        if math.isfinite(self.params.progress_margin) and tie.any():
+        skip = np.maximum(r[:, 0], r[:, 1]) < self.params.skip_threshold  # rule 2
+        tie = ~skip & (np.abs(d) <= self.params.equal_threshold)  # rule 3
+        if math.isfinite(self.params.progress_margin) and tie.any():  # rule 3a
             pr = self.pair_progress(queries)
             by_progress = tie & (np.abs(pr[:, 0] - pr[:, 1]) > self.params.progress_margin)
             p = np.where(by_progress, (pr[:, 0] > pr[:, 1]).astype(float), p)
-            equal &= ~by_progress
+            tie &= ~by_progress
+        answer = self.params.tie_answer  # rule 3b
+        if answer == "coin":
+            p = np.where(tie, 0.5, p)
+        elif answer == "skip":
+            skip = skip | tie
+        equal = tie if answer == "equal" else np.zeros_like(tie)
         return p, skip, equal
 
     def answer_probabilities(self, queries: Sequence[Query]) -> np.ndarray:
@@ -358,7 +401,8 @@ class Teacher:
 # ---------------------------------------------------------------------------------------------
 _SPEC_FORMS = (
     "PRESET, PRESET:knob=value[,knob=value...], or knob=value[,...] (on top of rational); "
-    f"presets: {', '.join(PRESETS)}; knobs: {', '.join(KNOBS + tuple(RELATIVE_KNOBS))}"
+    f"presets: {', '.join(PRESETS)}; knobs: {', '.join(KNOBS + tuple(RELATIVE_KNOBS))} "
+    f"(tie={'|'.join(TIE_ANSWERS)}, the others numbers)"
 )
 _PAIRS = {"skip_threshold": "skip_eps", "skip_eps": "skip_threshold",
           "equal_threshold": "equal_eps", "equal_eps": "equal_threshold"}
@@ -371,6 +415,11 @@ def _json_float(v: Any) -> Any:
 
 
 def _to_float(name: str, value: Any) -> float:
+    if name == "tie" and isinstance(value, str):  # specs and records name the tie answer
+        text = value.strip().lower()
+        if text not in TIE_ANSWERS:
+            raise ValueError(f"knob tie: {value!r} is not one of {', '.join(TIE_ANSWERS)}")
+        return TIE_ANSWERS[text]
     if isinstance(value, str):
         text = value.strip().lower()
         try:
@@ -380,6 +429,18 @@ def _to_float(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"knob {name}: {value!r} is not a number")
     return float(value)
+
+
+def _tie_name(v: float) -> str:
+    for name, code in TIE_ANSWERS.items():
+        if v == code:
+            return name
+    raise ValueError(f"tie must be one of {_TIE_CHOICES}, got {v!r}")
+
+
+def _fmt_knob(name: str, v: float) -> str:
+    """A knob's value as a spec writes it: the tie answer by name, any other knob by :func:`_fmt`."""
+    return _tie_name(v) if name == "tie" else _fmt(v)
 
 
 def _fmt(v: float) -> str:
@@ -433,13 +494,14 @@ def _layer(base: dict[str, float], top: Mapping[str, float]) -> dict[str, float]
 def format_spec(preset: str | None = None, **knobs: Any) -> str:
     """The canonical spec string (also the teacher's name), e.g. for an Optuna trial.
 
-    ``format_spec("stoc", beta=2.0) == "stoc:beta=2"``; ``format_spec(gamma=0.9) == "gamma=0.9"``.
+    ``format_spec("stoc", beta=2.0) == "stoc:beta=2"``; ``format_spec(gamma=0.9) == "gamma=0.9"``;
+    ``format_spec("progress", tie="skip") == "progress:tie=skip"``.
     """
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown teacher preset {preset!r}; allowed forms: {_SPEC_FORMS}")
     _check_knobs(knobs, "format_spec")
     order = KNOBS + tuple(RELATIVE_KNOBS)
-    body = ",".join(f"{k}={_fmt(_to_float(k, knobs[k]))}" for k in order if k in knobs)
+    body = ",".join(f"{k}={_fmt_knob(k, _to_float(k, knobs[k]))}" for k in order if k in knobs)
     if preset is None:
         return body or "rational"
     return f"{preset}:{body}" if body else preset

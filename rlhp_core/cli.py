@@ -155,8 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--port", type=_port, default=argparse.SUPPRESS, metavar="PORT",
                    help="TCP port of the page, 0-65535 (default: 0, any free port)")
     g.add_argument("--token", default=argparse.SUPPRESS,
-                   help="access token, 4-256 characters of [A-Za-z0-9._~-] (default: none on loopback, "
-                        "generated otherwise)")
+                   help="access token, 4-256 characters of [A-Za-z0-9._~-] (default: $RLHP_LABEL_TOKEN if set, which "
+                        "keeps it out of shell history and ps; none on loopback, generated otherwise); never "
+                        "saved in config.json")
     return p
 
 
@@ -183,9 +184,19 @@ def _config_and_sources(args: dict) -> tuple[TrainConfig, dict[str, str]]:
         base, fields = _read_config_file(path)
         sources = dict.fromkeys(fields, f"--config {path!r}")
     extra = dict(base.extra)
+    token = extra.pop("token", None)  # an older config.json or --config file: use it, never keep it
     for key in PAGE_FLAGS:
         if key in args:
             extra[key] = args.pop(key)
+    token = extra.pop("token", token)
+    if token is not None:
+        from oracles.human import TOKEN_ENV, check_token
+
+        # read by the human labeler; kept out of TrainConfig, so config.json never holds the secret
+        try:
+            os.environ[TOKEN_ENV] = check_token(token, "--token")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     sources.update({name: flag_of(name) for name in args})
     return dataclasses.replace(base, **args, extra=extra), sources
 
@@ -287,7 +298,6 @@ def _check_page(extra: dict, *, human: bool) -> None:
     """The labeling page's address, token and, when a person labels, that its port can be bound."""
     host = extra.get("host", "127.0.0.1")
     port = extra.get("port", 0)
-    token = extra.get("token")
     if not isinstance(host, str) or not host.strip("[] "):
         raise UsageError(f"--host {host!r}: expected an IP address or host name, e.g. 127.0.0.1 or 0.0.0.0")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
@@ -297,12 +307,6 @@ def _check_page(extra: dict, *, human: bool) -> None:
         family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
     except (socket.gaierror, UnicodeError) as exc:
         raise UsageError(f"--host {host!r}: not an IP address or a host name this machine resolves ({exc})") from None
-    if token is not None:
-        from oracles.human.server import _TOKEN_RE  # the page's own rule for tokens
-
-        if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
-            raise UsageError(f"--token {token!r}: expected 4-256 characters of [A-Za-z0-9._~-] (it travels in "
-                             f"URLs and a cookie)")
     if not human:
         return
     with socket.socket(family, socket.SOCK_STREAM) as s:  # as the page's server will: reuse, then bind

@@ -90,7 +90,8 @@ class TrainConfig:
 
     # --- reward model ---------------------------------------------------------------------
     ensemble_size: int = 3
-    """Reward-model members, each trained on its own bootstrap of the labels (paper: 3); their disagreement picks queries."""
+    """Reward-model members, each trained on its own bootstrap of the labels (paper: 3); their disagreement
+    picks the queries."""
     reward_lr: float = 3e-4
     """Adam learning rate of the reward model."""
     reward_batch: int = 32
@@ -245,8 +246,8 @@ def _check_types(c: TrainConfig) -> None:
         value = getattr(c, name)
         if value is None and optional:
             continue
-        ok = isinstance(value, (int, float) if base is float else base) and (base is bool or not isinstance(value, bool))
-        if not ok:
+        accepted = (int, float) if base is float else base  # an int is a fine float; a bool no number
+        if not isinstance(value, accepted) or (base is not bool and isinstance(value, bool)):
             raise ConfigError(name, f"{name} must be {kind_text(name)}, got {value!r} ({type(value).__name__})")
         if base is int and not -INT64_MAX - 1 <= value <= INT64_MAX:
             raise ConfigError(name, f"{name} must fit a 64-bit integer (|value| < 2**63), got {value}")

@@ -173,8 +173,13 @@ class LabelStore:
 
     # -- queries ------------------------------------------------------------------------
     def add_queries(self, queries: Sequence[Query], *, env_step: int = 0, route: str = "",
-                    keep_frames: bool = True) -> None:
-        """Store queries (all or none). ``route`` names which labeler should answer them."""
+                    keep_frames: bool = True, answers: Sequence[dict] = ()) -> None:
+        """Store queries (all or none). ``route`` names which labeler should answer them.
+        ``answers`` (add_answer's arguments, as in :meth:`add_answers`) are committed in the same
+        transaction: a labeler that answers at once never leaves a query without its answer, even
+        when the process is killed between the two."""
+        for a in answers:
+            check_answer(a["answer"])
         for q in queries:
             for seg in (q.left, q.right):
                 if tuple(seg.obs.shape[1:]) != self.obs_shape:
@@ -194,6 +199,8 @@ class LabelStore:
                     for i, q in enumerate(queries)
                 ],
             )
+            for a in answers:
+                self._insert_answer(con, **a)
 
     def query(self, query_id: str, with_frames: bool = False) -> Query:
         row = self._con().execute(

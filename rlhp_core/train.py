@@ -84,7 +84,6 @@ def build_labeler(cfg: TrainConfig, store: LabelStore, status_path: Path) -> Lab
         human = HumanLabeler(
             store, env_id=cfg.env_id, label_budget=cfg.label_budget,
             status_path=status_path, host=cfg.extra.get("host", "127.0.0.1"), port=int(cfg.extra.get("port", 0)),
-            token=cfg.extra.get("token"),
         )
         print(f"Label at: {human.url}", flush=True)
         if spec == "human":
@@ -651,6 +650,12 @@ class Learner:
                         post = {"sps": f"{metrics['charts/SPS']:.0f}"}
                         if self.episodes.recent:
                             post["return"] = f"{np.mean(self.episodes.recent):.1f}"
+                        # below Enduro's floored score: reward gained and lost (cars passed / passed
+                        # back) per 1k steps, and driving progress per step, of this log window
+                        post["+/-1k"] = (f"{metrics.get('charts/gained_per_1k_steps', 0):.1f}/"
+                                         f"{metrics.get('charts/lost_per_1k_steps', 0):.1f}")
+                        if "charts/progress_per_step" in metrics:
+                            post[self.env.progress_name or "progress"] = f"{metrics['charts/progress_per_step']:.4f}"
                         if self.prefs:
                             post["labels"] = int(metrics["labels/answered"])
                             if "reward/true_pref_accuracy" in metrics:

@@ -90,7 +90,7 @@ CASES = [
     train("port-not-a-number", ["--port", "http"], "--port", "http"),
     train("host-unresolvable", ["--host", "999.1.1.1"], "--host", "999.1.1.1"),
     train("host-empty", ["--host", ""], "--host", "''"),
-    train("token-bad-characters", ["--token", "a b"], "--token", "a b"),
+    train("token-bad-characters", ["--token", "a b"], "--token", "got 3 characters"),  # a secret: never echoed
     train("label-budget-huge", ["--label-budget", "1000000000000"], "--label-budget", "1000000000000"),
     train("label-budget-over-segments", ["--label-budget", "500", "--total-steps", "10000"], "--label-budget", "500"),
     train("label-budget-below-initial", ["--label-budget", "10", "--initial-labels", "50"], "--label-budget", "10"),
@@ -295,3 +295,14 @@ def test_bad_input_exits_2_naming_flag_and_value_and_writes_nothing(case, outcom
 
 def test_the_catalogue_has_unique_ids():
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+def test_the_token_never_reaches_the_config(monkeypatch):
+    """--token is handed to the labeling page through the environment, never stored with the run."""
+    from oracles.human import TOKEN_ENV
+    from rlhp_core.cli import _checked_config
+
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    cfg = _checked_config(["--env-id", "CartPole-v1", "--run-dir", "unused", "--token", "abcd1234"])
+    assert "token" not in cfg.extra and "abcd1234" not in cfg.to_json()
+    assert os.environ[TOKEN_ENV] == "abcd1234"

@@ -6,6 +6,7 @@ import importlib.util
 import math
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -210,12 +211,23 @@ def test_noise_sweep_report_per_teacher_with_label_statistics(tmp_path, capsys):
     assert by.loc["true reward", "n"] == 2 and by.loc["true reward", "mean"] == pytest.approx(100.5)  # fake: 100 + seed
     assert by.loc["rational", "mean"] == pytest.approx(105.5) and by.loc["rational", "labels_used"] == 500
     assert by.loc["rational", "mean_ci_low"] <= 105.5 <= by.loc["rational", "mean_ci_high"]
-    # the fake learner's stores hold 3 'left' answers and no queries; seed 0 of mistake holds the real store:
-    assert by.loc["rational", "frac_equal"] == 0 and math.isnan(by.loc["rational", "label_error"])
-    assert by.loc["mistake:eps_mistake=0.2", "frac_equal"] == pytest.approx((0.2 + 0) / 2)
-    assert by.loc["mistake:eps_mistake=0.2", "frac_incomparable"] == pytest.approx(0.1)
-    assert by.loc["mistake:eps_mistake=0.2", "label_error"] == pytest.approx(1 / 3)  # the only seed with a value
+    # the fake learner's stand-in stores are not label stores (no meta, no queries): no statistics, and
+    # left as they were; seed 0 of mistake holds the only real store (read through LabelStore):
+    assert math.isnan(by.loc["rational", "frac_equal"]) and math.isnan(by.loc["rational", "label_error"])
+    fake_store = sqlite3.connect(d / "trials" / "rlhp-rational-b500-s0" / "labels.sqlite")
+    assert [r[0] for r in fake_store.execute("SELECT name FROM sqlite_master WHERE type='table'")] == ["answers"]
+    fake_store.close()
+    assert by.loc["mistake:eps_mistake=0.2", "frac_equal"] == pytest.approx(0.2)
+    assert by.loc["mistake:eps_mistake=0.2", "frac_incomparable"] == pytest.approx(0.2)
+    assert by.loc["mistake:eps_mistake=0.2", "label_error"] == pytest.approx(1 / 3)
     assert math.isnan(by.loc["true reward", "frac_equal"])
+
+    progress = pd.read_csv(out / "progress.csv")
+    assert list(progress["group"]) == ["true reward", "rlhp 500 rational", "rlhp 500 mistake:eps_mistake=0.2",
+                                       "rlhp 500 stoc:beta=0.1", "rlhp 500 skip:skip_threshold=-150"]
+    assert set(progress["metric"]) == {"value"}  # the fake learner logs no progress rates: the return alone
+    pairs = pd.read_csv(out / "improvement.csv").set_index(["X", "Y"])
+    assert len(pairs) == 10 and pairs.loc[("true reward", "rlhp 500 rational"), "p"] == 0.0  # seeds 100, 101 vs 105, 106
 
     md = (out / "results.md").read_text()
     assert "| teacher | family | noise level |" in md and "label error vs rational" in md
@@ -240,3 +252,168 @@ def test_final_returns_plot_with_a_single_method():
                            "value": [0.0, 1.0]})
     fig = plots.final_returns(trials)
     assert fig.axes and fig.axes[0].get_title() == "Final return per budget and method"
+
+
+# -- progress metrics, pairwise comparisons and a sweep in progress ------------------------------------------------
+def test_probability_of_improvement_counts_seed_pairs_ties_one_half():
+    from bench.stats import probability_of_improvement
+
+    r = probability_of_improvement([1.0, 2.0, 3.0], [0.0, 0.0, 5.0])
+    assert r["p"] == pytest.approx(6 / 9) and (r["n_x"], r["n_y"]) == (3, 3)
+    assert 0.0 <= r["p_ci_low"] <= r["p"] <= r["p_ci_high"] <= 1.0
+    assert probability_of_improvement([1.0, 2.0, 3.0], [0.0, 2.0, 5.0])["p"] == pytest.approx(4.5 / 9)
+    assert probability_of_improvement([0.0, 0.0], [0.0, 0.0])["p"] == 0.5  # Enduro: every seed scores 0
+    one = probability_of_improvement([4.0], [1.0, 2.0])
+    assert one["p"] == 1.0 and math.isnan(one["p_ci_low"])  # one seed: no interval
+    assert math.isnan(probability_of_improvement([], [1.0])["p"])
+
+
+STEPS, LOG = 10_000, 1_000
+"""The fake sweep's trials: 10,000 agent steps, a log row every 1,000; the last 10% = rows 9,000 and 10,000."""
+FAKE_CELLS = [  # (method, budget, seed, state, final gained per 1k steps)
+    *[("true-reward", 0, s, "COMPLETE", g) for s, g in enumerate([1.0, 4.0, 5.0, 100.0])],
+    ("rlhp", 290, 0, "COMPLETE", 1.0), ("rlhp", 290, 1, "COMPLETE", 3.0), ("rlhp", 290, 2, "RUNNING", 9.0),
+    ("rlhp", 290, 3, "WAITING", 0.0),
+    ("rlhp", 5500, 0, "COMPLETE", 2.0), ("rlhp", 5500, 1, "FAIL", 0.0), ("rlhp", 5500, 2, "WAITING", 0.0),
+    ("rlhp", 5500, 3, "WAITING", 0.0),
+]
+
+
+def _cell_key(method: str, budget: int, seed: int) -> str:
+    return f"{method}-s{seed}" if method == "true-reward" else f"{method}-b{budget}-s{seed}"
+
+
+def _fake_metrics(path: Path, budget: int, gained: float, last_step: int) -> None:
+    """metrics.csv as the learner writes it: rates in every row (gained per 1k steps 0 until the last 10%,
+    then gained - 1 and gained + 1: final mean = gained), episode values only in every third row."""
+    from rlhp_core.episode_stats import WINDOW_KEYS
+
+    rows = []
+    for step in range(LOG, last_step + 1, LOG):
+        tail = step >= 0.9 * STEPS
+        rows.append({
+            "env_steps": step, "charts/gained_per_1k_steps": (gained + (1 if step == STEPS else -1)) if tail else 0.0,
+            "charts/progress_per_step": 0.25 if tail else 0.0, "charts/lost_per_1k_steps": 2.0,
+            "charts/episodic_return": 0.0 if step % (3 * LOG) == 0 else None,
+            "charts/episodic_gained": gained if step % (3 * LOG) == 0 else None,
+            "charts/cumulative_true_reward": 0.0, "charts/cumulative_gained": gained * step / 1000,
+            "labels/answered": budget * step / STEPS if budget else None, "losses/approx_kl": 0.01,
+            "losses/clipfrac": 0.1, "losses/explained_variance": 0.5, "losses/entropy": 1.5,
+            "reward/val_accuracy": 0.8 if budget else None, "labels/equal_share": 0.1 if budget else None,
+        })
+    path.parent.mkdir(parents=True)
+    columns = list(dict.fromkeys(["env_steps", *WINDOW_KEYS, *rows[0]]))  # the learner's columns come first
+    pd.DataFrame(rows).reindex(columns=columns).to_csv(path, index=False)
+
+
+def _fake_sweep(d: Path) -> Path:
+    """A grid sweep in progress, without the sweep machinery: an Optuna study holding FAKE_CELLS' trials
+    and their run directories (finished ones complete, the running one half way)."""
+    import json
+
+    import optuna
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    from bench.presets import METHOD_NAMES
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{d / 'optuna.db'}"
+    d.mkdir()
+    study = optuna.create_study(study_name="progress", storage=storage, direction="maximize")
+    dists = {"method": CategoricalDistribution(METHOD_NAMES), "label_budget": IntDistribution(0, 10_000),
+             "seed": IntDistribution(0, 100)}
+    for method, budget, seed, state, gained in FAKE_CELLS:
+        key = _cell_key(method, budget, seed)
+        done = state == "COMPLETE"
+        study.add_trial(optuna.trial.create_trial(
+            state=getattr(optuna.trial.TrialState, state), value=float(seed) if done else None,
+            params={"method": method, "label_budget": budget, "seed": seed}, distributions=dists,
+            user_attrs={"cell": key, "run_key": key, **({"labels": budget, "env_steps": STEPS} if done else {})}))
+        if state in ("COMPLETE", "RUNNING"):
+            _fake_metrics(d / "trials" / key / "metrics.csv", budget, gained, STEPS if done else 4 * LOG)
+    (d / "sweep.json").write_text(json.dumps({
+        "study": "progress", "kind": "grid", "storage": storage, "budgets": [290, 5500],
+        "methods": ["true-reward", "rlhp"], "seeds": 4, "command": "python -m bench.sweep --preset fake",
+        "settings": {"kind": "grid", "env_id": "ALE/Enduro-v5", "env_steps": STEPS}}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def progress_report(tmp_path_factory):
+    from bench.report import main
+
+    base = tmp_path_factory.mktemp("progress")
+    out = base / "out"
+    assert main([str(_fake_sweep(base / "sweep")), "--out", str(out)]) == 0
+    return out
+
+
+def test_progress_table_uses_the_last_tenth_of_training(progress_report):
+    from bench.stats import bootstrap_ci, iqm, mean
+
+    table = pd.read_csv(progress_report / "progress.csv", keep_default_na=False, na_values=[""])
+    gained = table[table["metric"] == "charts/gained_per_1k_steps"].set_index("group")
+    assert list(gained.index) == ["true reward", "rlhp 290", "rlhp 5,500"]  # finished seeds only
+    seeds = [1.0, 4.0, 5.0, 100.0]
+    base = gained.loc["true reward"]
+    assert base["n"] == 4 and base["mean"] == pytest.approx(27.5) and base["iqm"] == pytest.approx(4.5)
+    assert (base["mean_ci_low"], base["mean_ci_high"]) == pytest.approx(bootstrap_ci(seeds, mean))
+    assert (base["iqm_ci_low"], base["iqm_ci_high"]) == pytest.approx(bootstrap_ci(seeds, iqm))
+    two = gained.loc["rlhp 290"]
+    assert two["n"] == 2 and (two["mean"], two["mean_ci_low"], two["mean_ci_high"]) == pytest.approx((2.0, 1.0, 3.0))
+    assert gained.loc["rlhp 5,500", "n"] == 1 and math.isnan(gained.loc["rlhp 5,500", "mean_ci_low"])
+    speed = table[table["metric"] == "charts/progress_per_step"]
+    assert list(speed["mean"]) == pytest.approx([0.25] * 3)
+    ret = table[table["metric"] == "value"].set_index("group")
+    assert ret.loc["true reward", "mean"] == pytest.approx(1.5)  # the trials' values: their seeds
+
+
+def test_probability_of_improvement_table(progress_report):
+    pairs = pd.read_csv(progress_report / "improvement.csv").set_index(["X", "Y"])
+    assert set(pairs["metric"]) == {"charts/gained_per_1k_steps"}  # the main progress metric
+    assert pairs.loc[("true reward", "rlhp 290"), "p"] == pytest.approx(6.5 / 8)
+    assert pairs.loc[("true reward", "rlhp 5,500"), "p"] == pytest.approx(0.75)
+    assert pairs.loc[("rlhp 290", "rlhp 5,500"), "p"] == pytest.approx(0.5)
+    lo, hi = pairs.loc[("true reward", "rlhp 290"), ["p_ci_low", "p_ci_high"]]
+    assert 0.0 <= lo <= 6.5 / 8 <= hi <= 1.0
+    assert math.isnan(pairs.loc[("true reward", "rlhp 5,500"), "p_ci_low"])
+
+
+def test_few_seeds_are_flagged_next_to_the_interval(progress_report):
+    md = (progress_report / "results.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| rlhp 290 | gained per 1k"))
+    assert "2.00 [1.00, 3.00] ⚠ 2 seeds: min–max, not a 95% CI" in row
+    assert "(1 seed: no interval)" in next(line for line in md.splitlines() if line.startswith("| rlhp 5,500 | gained"))
+    base = next(line for line in md.splitlines() if line.startswith("| true reward | gained"))
+    assert "⚠" not in base and "| 4 | 27.5 [" in base and "| 4.5 [" in base
+    assert "| true reward | rlhp 290 | 4, 2 | 0.81 [" in md
+
+
+def test_a_sweep_in_progress_names_its_unfinished_cells(progress_report):
+    md = (progress_report / "results.md").read_text()
+    assert "**7 of 12 cells finished.**" in md
+    assert "- running: `rlhp-b290-s2` (4,000 of 10,000 agent steps)" in md
+    assert "- not started: `rlhp-b290-s3`, `rlhp-b5500-s2`, `rlhp-b5500-s3`" in md
+    assert "- failed (the next `bench.sweep` run retries them): `rlhp-b5500-s1`" in md
+    readme = (progress_report / "README.md").read_text()
+    assert "**7 of 12 cells finished.**" in readme and "at or after 90% of its last logged agent step" in readme
+
+
+def test_progress_plots_are_written(progress_report):
+    readme = (progress_report / "README.md").read_text()
+    for name in ("progress_curves.png", "cumulative_reward.png", "progress_vs_labels.png", "final_vs_budget.png",
+                 "diagnostics.png", "running_trials.png", "return_by_budget.png", "final_returns.png"):
+        assert (progress_report / name).stat().st_size > 10_000, name
+        assert f"]({name})" in readme, name
+
+
+def test_curve_panels_average_seeds_whose_episodes_end_in_different_rows():
+    """Per-episode values are interpolated between a trial's rows, so two seeds average at every row."""
+    from bench import plots
+
+    curves = pd.DataFrame({"env_steps": [1, 2, 3] * 2, "trial": ["a"] * 3 + ["b"] * 3, "group": ["g"] * 6,
+                           "charts/episodic_return": [0.0, None, 2.0, None, 4.0, None]})
+    fig = plots.curve_panels(curves, [("charts/episodic_return", "return")], title="t")
+    line = fig.axes[0].get_lines()[0]
+    assert list(line.get_xdata()) == [1, 2, 3] and list(line.get_ydata()) == pytest.approx([0.0, 2.5, 2.0])
+    assert plots.curve_panels(curves, [("losses/approx_kl", "KL")], title="t") is None  # nothing to draw

@@ -8,6 +8,7 @@ probability about 6e-5, and every draw is seeded, so the suite is deterministic 
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -16,7 +17,8 @@ import pytest
 from oracles.agreement import agreement, main as agreement_main
 from oracles.scripted import ScriptedLabeler, make_labeler
 from oracles.teacher import (
-    KNOBS, PRESETS, Teacher, TeacherParams, env_defaults, format_spec, myopic_weights, parse_teacher, teacher_for_env,
+    KNOBS, PRESETS, TIE_ANSWERS, Teacher, TeacherParams, env_defaults, format_spec, myopic_weights, parse_teacher,
+    teacher_for_env,
 )
 from rlhp_core.label_store import LabelStore
 from rlhp_core.labeler import Labeler
@@ -219,6 +221,101 @@ def test_large_beta_reproduces_rational():
     assert parse_teacher("stoc:beta=inf", np.random.default_rng(0)).params == TeacherParams()
 
 
+# --- ties (rule 3, 3a, 3b) -----------------------------------------------------------------------
+def prog_seg(total: float, progress: float, length: int = H) -> Segment:
+    """A segment with return ``total`` and driving progress ``progress``, both on the last step (weight 1)."""
+    r, pr = np.zeros(length, np.float32), np.zeros(length, np.float32)
+    r[-1], pr[-1] = total, progress
+    return Segment(obs=np.zeros((length, 2), np.uint8), actions=np.zeros(length, np.int64), true_rewards=r,
+                   episode_ends=np.zeros(length, bool), progress=pr)
+
+
+@pytest.mark.parametrize("tie,answers,tie_probs", [
+    ("equal", ["equal", "equal", "left", "right"], [0, 0, 1, 0]),
+    ("coin", None, [0.5, 0.5, 0, 0]),
+    ("skip", ["incomparable", "incomparable", "left", "right"], [0, 0, 0, 1]),
+])
+def test_tie_answer_equal_coin_skip(tie, answers, tie_probs):
+    t = parse_teacher(f"tie={tie}", np.random.default_rng(0))
+    assert t.params.tie == TIE_ANSWERS[tie] and t.params.tie_answer == tie
+    qs = pair_queries([1.0, 0.0, 2.0, -1.0], [1.0, 0.0, -1.0, 0.5])  # two exact ties, then two decided pairs
+    probs = t.answer_probabilities(qs)
+    np.testing.assert_array_equal(probs[:2], [tie_probs, tie_probs])
+    np.testing.assert_array_equal(probs[2:], [[1, 0, 0, 0], [0, 1, 0, 0]])  # the tie knob never touches a decided pair
+    got = t.answer_batch(qs)
+    if answers is None:
+        assert set(got[:2]) <= {"left", "right"} and got[2:] == ["left", "right"]
+    else:
+        assert got == answers
+
+
+def test_coin_is_fair_and_is_what_equal_threshold_minus_inf_meant():
+    n = 4000
+    qs = pair_queries([1.0] * n, [1.0] * n)
+    coin = parse_teacher("tie=coin", np.random.default_rng(0))
+    answers = coin.answer_batch(qs)
+    assert within_binomial(answers.count("left"), n, 0.5) and answers.count("right") == n - answers.count("left")
+    old = parse_teacher("equal_threshold=-inf", np.random.default_rng(0))
+    assert old.params == coin.params == TeacherParams(tie="coin") == TeacherParams(tie=1)
+    assert old.params.equal_threshold == 0.0 and old.record["tie"] == "coin"  # stored in the one canonical form
+    assert old.answer_batch(qs) == answers
+    # with exact ties only, a Boltzmann teacher with tie=coin is plain softmax everywhere (sigmoid(0) = 1/2)
+    d = np.linspace(-2, 2, 41).astype(np.float32).astype(np.float64)  # segments store float32 rewards
+    probs = parse_teacher("stoc:tie=coin", np.random.default_rng(0)).answer_probabilities(pair_queries(d, 0 * d))
+    np.testing.assert_allclose(probs[:, 0], 1 / (1 + np.exp(-d)), rtol=1e-12)
+    assert probs[20].tolist() == [0.5, 0.5, 0.0, 0.0]
+
+
+def test_tie_band_rule_order_skip_then_tie_then_prefer_then_mistake():
+    """skip_threshold wins over the tie answer; inside the equal_threshold band the tie answer alone decides
+    (coin: 1/2 even where beta leans); outside it, softmax then mistakes; equal/incomparable are never swapped."""
+    qs = pair_queries([0.0, 2.0, 2.0, 1.0], [0.5, 1.6, 1.0, 1.0])  # below skip; in the band; outside; exact tie
+    p = 1 / (1 + math.exp(-1.0))  # beta = 1, R1 - R2 = 1
+    outside = [0.8 * p + 0.2 * (1 - p), 0.8 * (1 - p) + 0.2 * p, 0, 0]
+    expect = {"equal": [0, 0, 1, 0], "coin": [0.5, 0.5, 0, 0], "skip": [0, 0, 0, 1]}
+    for tie, in_band in expect.items():
+        t = teacher(beta=1.0, eps_mistake=0.2, skip_threshold=1.0, equal_threshold=0.5, tie=tie)
+        np.testing.assert_allclose(t.answer_probabilities(qs), [[0, 0, 0, 1], in_band, outside, in_band], atol=1e-15)
+
+
+def test_a_tie_broken_by_progress_is_not_a_tie():
+    """Rule 3a before 3b: progress decides a reward tie when it differs by more than progress_margin; only the
+    ties left (same progress, or within the margin) get the tie answer. A reward difference beats progress."""
+    qs = [Query("reward", prog_seg(1.0, 0.0), prog_seg(0.0, 9.0)),
+          Query("progress", prog_seg(0.0, 1.0), prog_seg(0.0, 2.0)),
+          Query("same-progress", prog_seg(0.0, 3.0), prog_seg(0.0, 3.0)),
+          Query("within-margin", prog_seg(0.0, 3.0), prog_seg(0.0, 3.5))]
+    expect = {"equal": [0, 0, 1, 0], "coin": [0.5, 0.5, 0, 0], "skip": [0, 0, 0, 1]}
+    for tie, left_over in expect.items():
+        t = parse_teacher(f"progress:progress_margin=0.5,tie={tie}", np.random.default_rng(0))
+        np.testing.assert_array_equal(t.answer_probabilities(qs),
+                                      [[1, 0, 0, 0], [0, 1, 0, 0], left_over, left_over])
+    skip = parse_teacher("progress:tie=skip", np.random.default_rng(0))  # margin 0: 3 vs 3.5 is decided
+    assert skip.answer_batch(qs) == ["left", "right", "incomparable", "right"]
+    # a skipped tie does not shift the labels of the other queries (two uniforms per query, always)
+    equal = parse_teacher("progress:tie=equal,eps_mistake=0.3", np.random.default_rng(4)).answer_batch(qs * 50)
+    skipped = parse_teacher("progress:tie=skip,eps_mistake=0.3", np.random.default_rng(4)).answer_batch(qs * 50)
+    assert [a for a in equal if a != "equal"] == [a for a in skipped if a != "incomparable"]
+
+
+def test_tie_knob_round_trips_through_specs_and_records():
+    for tie in TIE_ANSWERS:
+        t = parse_teacher(f"progress:tie={tie.upper()}", np.random.default_rng(0))
+        assert t.name == f"progress:tie={tie}" == format_spec("progress", tie=tie)
+        assert format_spec("progress", tie=TIE_ANSWERS[tie]) == t.name
+        assert parse_teacher(t.name, np.random.default_rng(0)).params == t.params
+        record = json.loads(json.dumps(t.record))  # what the label store keeps
+        assert record["tie"] == tie and record["progress_margin"] == 0.0
+        assert TeacherParams.from_record(record) == t.params
+    assert parse_teacher("rational", np.random.default_rng(0)).params.tie_answer == "equal"  # the default
+    # records written before the knob existed: no tie key (equal), or equal_threshold "-inf" (a coin)
+    legacy = {k: v for k, v in TeacherParams().to_record().items() if k != "tie"}
+    assert TeacherParams.from_record(legacy) == TeacherParams()
+    assert TeacherParams.from_record({**legacy, "equal_threshold": "-inf"}).tie_answer == "coin"
+    with pytest.raises(ValueError, match="tie must be one of equal, coin, skip"):
+        format_spec(tie=5)
+
+
 # --- reproducibility ------------------------------------------------------------------------
 def test_same_seed_same_labels_and_batching_does_not_matter():
     qs = pair_queries(np.linspace(-1, 1, 200), np.linspace(1, -1, 200) * 0.3)
@@ -260,6 +357,10 @@ def test_teacher_requires_an_explicit_generator():
     ({"skip_threshold": math.inf}, r"skip_threshold must be in \[-inf, inf\)"),
     ({"episode_end_penalty": math.inf}, r"episode_end_penalty must be a finite number"),
     ({"beta": "high"}, r"beta must be a number"),
+    ({"tie": 3.0}, r"tie must be one of equal, coin, skip \(in code also their numbers 0, 1, 2\), got 3$"),
+    ({"tie": "sometimes"}, r"tie must be one of equal, coin, skip .*got 'sometimes'"),
+    ({"tie": math.nan}, r"tie must be one of equal, coin, skip .*got nan"),
+    ({"equal_threshold": -math.inf, "tie": "skip"}, r"equal_threshold=-inf .*contradicts tie=skip; give tie=skip alone"),
 ])
 def test_invalid_params_are_refused(knobs, match):
     with pytest.raises(ValueError, match=match):
@@ -279,6 +380,9 @@ def test_invalid_params_are_refused(knobs, match):
     ("skip_eps=0.1,skip_threshold=2", r"sets both skip_eps .* and skip_threshold .*define that threshold once"),
     ("equal:equal_eps=-0.1", r"equal_eps must be in \[0, inf\)"),
     ("", r"empty teacher spec"),
+    ("tie=sometimes", r"knob tie: 'sometimes' is not one of equal, coin, skip$"),
+    ("progress:tie=2", r"knob tie: '2' is not one of equal, coin, skip$"),  # specs name the answer
+    ("equal_threshold=-inf,tie=skip", r"contradicts tie=skip"),
 ])
 def test_invalid_specs_are_refused(spec, match):
     with pytest.raises(ValueError, match=match):
