@@ -171,7 +171,7 @@ def _shared_legend(fig, axes) -> None:
 def _panel_grid(n: int, height: float = 3.6):
     """A figure of n panels, two per row (the unused last one hidden)."""
     ncols = min(2, n)
-    fig, axes = plt.subplots(-(-n // ncols), ncols, figsize=(5.8 * ncols, height * -(-n // ncols) + 0.9),
+    fig, axes = plt.subplots(-(-n // ncols), ncols, figsize=(max(8.0, 5.8 * ncols), height * -(-n // ncols) + 0.9),
                              squeeze=False, constrained_layout=True)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
@@ -179,12 +179,13 @@ def _panel_grid(n: int, height: float = 3.6):
 
 
 def curve_panels(curves: pd.DataFrame, panels, *, title: str, x: str = "env_steps", xlabel: str = "agent steps",
-                 hue: str = "group", hue_order: list[str] | None = None, per_seed: bool = False):
+                 hue: str = "group", hue_order: list[str] | None = None, per_run: bool = False):
     """One panel per (column, label) in ``panels``, one line per ``hue`` value. Returns None when no
     panel's column holds a value.
 
     Default: the line is the mean over seeds and the shading spans min to max over seeds.
-    ``per_seed``: one line per trial instead, for x values seeds do not share (labels answered).
+    ``per_run``: one line per trial (run) instead, for x values seeds do not share (labels answered) or
+    where a line is one run anyway (running trials, a search's best trials).
     """
     panels = [(k, label) for k, label in panels if k in curves and curves[k].notna().any()]
     if not panels:
@@ -193,7 +194,7 @@ def curve_panels(curves: pd.DataFrame, panels, *, title: str, x: str = "env_step
     data = _aligned(curves, [k for k, _ in panels])
     order = [h for h in (hue_order or dict.fromkeys(data[hue])) if h in set(data[hue])]
     fig, axes = _panel_grid(len(panels))
-    how = {"units": "trial", "estimator": None} if per_seed else {"estimator": "mean", "errorbar": ("pi", 100)}
+    how = {"units": "trial", "estimator": None} if per_run else {"estimator": "mean", "errorbar": ("pi", 100)}
     for ax, (key, label) in zip(axes, panels):
         part = data[data[key].notna()]
         sns.lineplot(data=part, x=x, y=key, hue=hue, hue_order=[h for h in order if h in set(part[hue])],
@@ -203,7 +204,7 @@ def curve_panels(curves: pd.DataFrame, panels, *, title: str, x: str = "env_step
         ax.set_xlabel(xlabel)
         ax.set_ylabel("")
     _shared_legend(fig, axes)
-    spread = "one line per seed" if per_seed else "line: mean over seeds; shaded: min to max over seeds"
+    spread = "one line per run" if per_run else "line: mean over seeds; shaded: min to max over seeds"
     fig.suptitle(f"{title}\n({spread})", fontsize=11)
     return fig
 
@@ -247,7 +248,7 @@ def final_vs_budget(table: pd.DataFrame, labels: dict[str, str]):
         ax.set_title(labels[metric], fontsize=10)
         ax.set_xlabel("label budget")
     _shared_legend(fig, axes)
-    fig.suptitle("Final metrics per label budget (mean over seeds, bootstrap 95% CI; dashed: true reward)",
+    fig.suptitle("Final metrics per label budget\n(mean over seeds, bootstrap 95% CI; dashed: true reward)",
                  fontsize=11)
     return fig
 

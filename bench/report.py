@@ -429,7 +429,7 @@ def sweep_progress(trials: pd.DataFrame, running: pd.DataFrame, total_steps: int
 # -- teacher axis (the noise-robustness benchmark) -------------------------------------------------------
 FAMILY_ORDER = ("true reward", "rational", "mistake", "stoc", "skip", "equal", "myopic", "combined", "?")
 FAMILY_LEVEL = {"mistake": "eps_mistake", "stoc": "beta", "skip": "skip_threshold", "equal": "equal_threshold",
-                "myopic": "gamma"}
+                "myopic": "gamma", "progress": "progress_margin", "tie": "tie"}
 """The knob that sets each family's noise level (oracles.teacher.TeacherParams)."""
 
 
@@ -717,8 +717,9 @@ PROGRESS_TEXT = (
     "`progress per agent step` the env's progress measure per agent step (Enduro: odometer distance, a "
     "speed). An agent step is one step of one env (frameskip emulator frames); `env_steps` in metrics.csv "
     "counts them over all envs. **Final** value of a rate: the mean of the trial's per-window rates (one "
-    "log row = one window of `log_every` agent steps) over its log rows at or after 90% of its last logged "
-    "agent step, the last row always included: the rate over the last ~10% of training. Per cell group over "
+    "log row = one window of `log_every` agent steps) over its log rows at or after "
+    f"{1 - FINAL_FRACTION:.0%} of its last logged agent step, the last row always included: the rate over the "
+    f"last ~{FINAL_FRACTION:.0%} of training. Per cell group over "
     "its finished seeds: mean and IQM with percentile-bootstrap 95% CIs as for the return. ⚠ With 2 seeds "
     "the interval is [min, max] of the two numbers, not a 95% CI; with 1 seed there is none.",
     "",
@@ -864,7 +865,7 @@ def _search_results(trials, sweep_dir, client, figs: _Figures):
     curves, missing = curves_frame(table.head(5), sweep_dir, client)
     if trials["value"].notna().any():
         figs.add(plots.search_history(trials[trials["value"].notna()]), "search_history.png", "Search history")
-    figs.add(plots.curve_panels(curves, [(RETURN, "episode return (true)")], hue="trial",
+    figs.add(plots.curve_panels(curves, [(RETURN, "episode return (true)")], hue="trial", per_run=True,
                                 title="Episode return over training, best 5 trials"),
              "return_curves.png", "Episode return over training, best 5 trials")
     return table, search_markdown(trials) if len(table) else "(no complete trials yet)", missing
@@ -883,14 +884,14 @@ def _progress_figures(curves: pd.DataFrame, running: pd.DataFrame, progress: pd.
              "cumulative_reward.png", "True reward and gains collected during training")
     prefs = curves[[_uses_labels(m) for m in curves["method"]]]
     figs.add(plots.curve_panels(prefs, PROGRESS_PANELS, x=LABELS, xlabel="labels answered", hue_order=order,
-                                per_seed=True, title="Progress against labels answered (preference runs)"),
+                                per_run=True, title="Progress against labels answered (preference runs)"),
              "progress_vs_labels.png", "Progress against labels answered")
-    if len(progress) and (~progress["baseline"]).any():
+    if progress.loc[~progress["baseline"].astype(bool), "budget"].nunique() > 1:
         figs.add(plots.final_vs_budget(progress, dict(FINAL_METRICS)), "final_vs_budget.png",
                  "Final metrics per label budget")
     figs.add(plots.curve_panels(curves, DIAGNOSTIC_PANELS, hue_order=order, title="Training diagnostics"),
              "diagnostics.png", "Training diagnostics (PPO and reward model)")
-    figs.add(plots.curve_panels(running, PROGRESS_PANELS, hue="cell", per_seed=True,
+    figs.add(plots.curve_panels(running, PROGRESS_PANELS, hue="cell", per_run=True,
                                 title="Running trials so far (not in the tables)"),
              "running_trials.png", "Running trials so far (partial; not in the tables)")
 
@@ -907,7 +908,7 @@ def _progress_results(done, curves, running, order, out: Path, figs: _Figures) -
     if not len(progress):
         return ""
     label = dict(FINAL_METRICS)[key]
-    parts = ["### Progress over the last 10% of training", "", progress_markdown(progress), ""]
+    parts = [f"### Progress over the last {FINAL_FRACTION:.0%} of training", "", progress_markdown(progress), ""]
     if len(pairs):
         parts += [f"### P(X > Y): probability of improvement on {label}", "", improvement_markdown(pairs), ""]
     return "\n".join(parts)

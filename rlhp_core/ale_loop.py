@@ -72,6 +72,7 @@ import numpy as np
 from ale_py import roms
 
 from .envs import (
+    atari_info,
     ALE_MAX_FRAMES_PER_EPISODE,
     BLANK_VALUE,
     FRAME_STACK,
@@ -82,7 +83,6 @@ from .envs import (
     StepBatch,
     VecEnv,
     _atari_blanking,
-    _version,
 )
 
 __all__ = ["AleLoopVecEnv", "PROGRESS_MEASURES", "enduro_odometer"]
@@ -504,35 +504,14 @@ class AleLoopVecEnv(VecEnv):
         self._stack = np.zeros((num_envs, *self.obs_shape), dtype=np.uint8)
         self._needs_reset = True
         self.info = {
-            "env_id": env_id,
-            "game": game,
+            **atari_info(env_id, game, num_envs, frameskip=frameskip, sticky_actions=sticky_actions,
+                         max_frames=max_frames, obs_shape=self.obs_shape, regions=regions, boxes=boxes,
+                         blank_source=blank_source, keep_frames=keep_frames),
             "backend": "ale_loop: an ale_py.ALEInterface per env, stepped in Python (ale-py 0.12's PreprocessedEnv)",
             "pipeline": "ALE palette gray, max-pool last 2 frames; numpy: cv2 INTER_AREA 84x84 (exact), blank, stack 4",
-            "num_envs": num_envs,
             "num_workers": num_workers,
-            "frameskip": frameskip,
-            "sticky_actions": float(sticky_actions),
-            "repeat_action_probability": float(sticky_actions),
-            "max_episode_steps": max_frames // frameskip,
-            "max_num_frames_per_episode": max_frames,
-            "noop_max": NOOP_MAX,
-            "maxpool_last_two_frames": True,
-            "obs_shape": list(self.obs_shape),
-            "frame_stack_padding": "zeros after reset",
-            "terminal_on_life_loss": False,
-            "fire_reset": False,
-            "reward_clipping": False,
-            "full_action_space": False,
-            "autoreset_mode": "same_step",
-            "blank_regions": [list(r) for r in regions],
-            "blank_regions_84": [list(b) for b in boxes],
-            "blank_value": BLANK_VALUE,
-            "blank_source": blank_source,
-            "frames": "max-pooled RGB 210x160 (unblanked)" if keep_frames else None,
             "progress": measure.description if measure else None,
             "progress_name": self.progress_name,
-            "ale_py": _version("ale-py"),
-            "gymnasium": _version("gymnasium"),
         }
 
     def _start_workers(self, game: str, num_workers: int, group_kwargs: dict) -> list[str]:

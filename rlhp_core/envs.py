@@ -345,6 +345,38 @@ def _atari_blanking(env_id: str, game: str, blank_regions) -> tuple[tuple, list,
     return regions, boxes, blank_source, mask
 
 
+def atari_info(env_id: str, game: str, num_envs: int, *, frameskip: int, sticky_actions: float, max_frames: int,
+               obs_shape: tuple, regions, boxes, blank_source: str, keep_frames: bool) -> dict:
+    """The settings every Atari backend records with its results (ALE asks for frameskip, sticky
+    actions and the version with every result); each backend adds its own backend and pipeline."""
+    return {
+        "env_id": env_id,
+        "game": game,
+        "num_envs": num_envs,
+        "frameskip": frameskip,
+        "sticky_actions": float(sticky_actions),
+        "repeat_action_probability": float(sticky_actions),
+        "max_episode_steps": max_frames // frameskip,
+        "max_num_frames_per_episode": max_frames,
+        "noop_max": NOOP_MAX,
+        "maxpool_last_two_frames": True,
+        "obs_shape": list(obs_shape),
+        "frame_stack_padding": "zeros after reset",
+        "terminal_on_life_loss": False,
+        "fire_reset": False,
+        "reward_clipping": False,
+        "full_action_space": False,
+        "autoreset_mode": "same_step",
+        "blank_regions": [list(r) for r in regions],
+        "blank_regions_84": [list(b) for b in boxes],
+        "blank_value": BLANK_VALUE,
+        "blank_source": blank_source,
+        "frames": "max-pooled RGB 210x160 (unblanked)" if keep_frames else None,
+        "ale_py": _version("ale-py"),
+        "gymnasium": _version("gymnasium"),
+    }
+
+
 class AtariVecEnv(VecEnv):
     """Atari on ale-py's C++ vector env, two ways to the same 84x84x4 observation (module doc).
 
@@ -417,33 +449,12 @@ class AtariVecEnv(VecEnv):
         self._stack = np.zeros((num_envs, *self.obs_shape), dtype=np.uint8)
         self.action_meanings = [a.name for a in self._env.ale.get_action_set()]
         self.info = {
-            "env_id": env_id,
-            "game": game,
+            **atari_info(env_id, game, num_envs, frameskip=frameskip, sticky_actions=sticky_actions,
+                         max_frames=max_frames, obs_shape=self.obs_shape, regions=regions, boxes=boxes,
+                         blank_source=blank_source, keep_frames=keep_frames),
             "backend": f"ale_py.vector_env.AtariVectorEnv ({backend})",
             "pipeline": pipeline,
-            "num_envs": num_envs,
             "num_threads": num_threads,
-            "frameskip": frameskip,
-            "sticky_actions": float(sticky_actions),
-            "repeat_action_probability": float(sticky_actions),
-            "max_episode_steps": max_frames // frameskip,
-            "max_num_frames_per_episode": max_frames,
-            "noop_max": NOOP_MAX,
-            "maxpool_last_two_frames": True,
-            "obs_shape": list(self.obs_shape),
-            "frame_stack_padding": "zeros after reset",
-            "terminal_on_life_loss": False,
-            "fire_reset": False,
-            "reward_clipping": False,
-            "full_action_space": False,
-            "autoreset_mode": "same_step",
-            "blank_regions": [list(r) for r in regions],
-            "blank_regions_84": [list(b) for b in boxes],
-            "blank_value": BLANK_VALUE,
-            "blank_source": blank_source,
-            "frames": "max-pooled RGB 210x160 (unblanked)" if keep_frames else None,
-            "ale_py": _version("ale-py"),
-            "gymnasium": _version("gymnasium"),
         }
 
     def _blank(self, stacks: np.ndarray) -> np.ndarray:

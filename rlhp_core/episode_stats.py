@@ -44,7 +44,7 @@ class EpisodeStats:
         self._lost = np.zeros(num_envs)
         self._progress = np.zeros(num_envs)
         self._length = np.zeros(num_envs, dtype=np.int64)
-        self._finished: list[tuple[float, int, float, float, float]] = []
+        self._finished: list[tuple[int, float, int, float, float, float]] = []  # env, return, length, gained, lost, progress
         self._window = np.zeros(4)  # steps, gained, lost, progress since the last log (all envs)
         self._has_progress = False
         self.recent: deque[float] = deque(maxlen=10)
@@ -69,7 +69,7 @@ class EpisodeStats:
         self.cumulative_reward += float(reward.sum())
         self.cumulative_gained += float(gained.sum())
         for i in np.flatnonzero(ended):
-            self._finished.append((self._ret[i], int(self._length[i]), self._gained[i], self._lost[i],
+            self._finished.append((int(i), self._ret[i], int(self._length[i]), self._gained[i], self._lost[i],
                                    self._progress[i]))
             self.recent.append(float(self._ret[i]))
             self.count += 1
@@ -87,7 +87,7 @@ class EpisodeStats:
             if self._has_progress:
                 out["charts/progress_per_step"] = progress / steps
         if self._finished:
-            ret, length, ep_gained, ep_lost, ep_progress = np.mean(np.array(self._finished), axis=0)
+            ret, length, ep_gained, ep_lost, ep_progress = np.mean(np.array(self._finished)[:, 1:], axis=0)
             out.update({"charts/episodic_return": ret, "charts/episodic_length": length,
                         "charts/episodic_gained": ep_gained, "charts/episodic_lost": ep_lost})
             if self._has_progress:
@@ -95,6 +95,21 @@ class EpisodeStats:
         self._finished = []
         self._window[:] = 0.0
         return {k: float(v) for k, v in out.items()}
+
+    def pop_episodes(self) -> list[dict[str, float]]:
+        """Each episode finished since the last call, in the order they ended (envs in index order
+        within a step): ``env``, ``return``, ``length``, ``gained``, ``lost`` and, where the env
+        measures it, ``progress``. For evaluation, which needs every episode's numbers (spread,
+        min, max, per-env episode quotas) rather than a window's means; it empties the same list
+        as :meth:`pop_window`, so a caller uses one or the other."""
+        keys = ("env", "return", "length", "gained", "lost", "progress")
+        out = [{k: (int(v) if k in ("env", "length") else float(v)) for k, v in zip(keys, record)}
+               for record in self._finished]
+        if not self._has_progress:
+            for episode in out:
+                del episode["progress"]
+        self._finished = []
+        return out
 
     def state_dict(self) -> dict:
         return {"recent_returns": list(self.recent), "episode_count": self.count,

@@ -24,7 +24,6 @@ import math
 import os
 import sys
 import time
-from collections import deque
 from pathlib import Path
 from typing import Callable
 
@@ -35,7 +34,7 @@ from .allocator import active_allocator
 from .background_fit import BackgroundFit
 from .buffer import SegmentBuffer
 from .checkpoint import CheckpointError, load_latest, save_checkpoint
-from .config import TrainConfig, is_atari, resolve, save_config
+from .config import TrainConfig, resolve, save_config
 from .envs import episode_step_limit, make_vec_env
 from .episode_stats import WINDOW_KEYS, EpisodeStats
 from .label_store import LabelStore

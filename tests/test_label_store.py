@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from rlhp_core.label_store import LabelStore, LabelStoreError
-from rlhp_core.segments import Query, Segment
+from rlhp_core.segments import Query
 from tests.conftest import make_segment
 
 
