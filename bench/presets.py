@@ -61,6 +61,10 @@ MEASURED_SPS: dict[tuple[str, str, bool], tuple[float, str]] = {
                                   "background fit, tcmalloc, 2 idle cores"),
     ("ALE", "a2c", False): (600.0, "results/speed/loop_speed.csv: Enduro, A2C on the true reward, 2 idle cores"),
     ("ALE", "ppo", False): (210.0, "results/enduro-true-long: Enduro, PPO on the true reward, 1M steps, one worker"),
+    ("Pendulum-v1", "ppo", True): (600.0, "results/quick: the quick preset's preference cells, 346-824 steps/s "
+                                          "beside another training job"),
+    ("Pendulum-v1", "ppo", False): (1000.0, "results/quick: its true-reward cells, 699-1,361 steps/s beside another "
+                                            "training job"),
     ("ALE", "ppo", True): (100.0, "results/enduro-budgets (150k-step cells at ratio 0.03, two workers: 47-49) "
                                   "scaled by the later tcmalloc and background-fit gains: a rough guess until a cell has run"),
 }

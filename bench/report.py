@@ -365,9 +365,11 @@ def progress_markdown(table: pd.DataFrame) -> str:
 
 def main_metric(finals: pd.DataFrame) -> str:
     """What the pairwise table compares: gained per 1k agent steps (Enduro: cars passed, where the
-    score is floored at 0) where the trials logged it, else the final return."""
+    score is floored at 0) where the trials logged it and it varies, else the final return (on an env
+    whose rewards are never positive, such as Pendulum, every trial gains 0 and would tie)."""
     key = RATE_METRICS[0][0]
-    return key if key in finals and finals[key].notna().any() else "value"
+    logged = finals[key].dropna() if key in finals else pd.Series(dtype=float)
+    return key if logged.nunique() > 1 else "value"
 
 
 def improvement_table(finals: pd.DataFrame, key: str) -> pd.DataFrame:

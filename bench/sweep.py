@@ -62,6 +62,9 @@ which would also have to be enumerated before anything runs), not a plan."""
 MAX_HEARTBEAT_S = 86_400
 """Longest --heartbeat-interval / --grace-period: a killed worker's trial waits a grace period
 before it is retried, and a day is already far beyond any trial's silence."""
+LOG_POINTS = 200
+"""Metric rows a trial logs over its run (log_every = env_steps / this), unless the preset or --set
+gives log_every; the learner logs at most once per RL update, so a run of fewer updates logs fewer."""
 
 
 class UsageError(Exception):
@@ -156,7 +159,8 @@ class Settings:
         """The learner's config for one trial (unresolved: the learner resolves it)."""
         fields = {
             "env_id": self.env_id, "algo": self.algo, "labeler": teacher or self.teacher, "total_steps": self.env_steps,
-            "log_every": max(1, self.env_steps // 25), "checkpoint_every": max(1, min(100_000, self.env_steps // 4)),
+            "log_every": max(1, self.env_steps // LOG_POINTS),
+            "checkpoint_every": max(1, min(100_000, self.env_steps // 4)),
             **self.overrides,
             **METHODS[method].overrides(budget),
             **(searched or {}),
@@ -493,7 +497,7 @@ def open_study(settings: Settings, storage, tracker: Tracker) -> tuple[optuna.St
               **{f"override.{k}": v for k, v in sorted(settings.overrides.items())}}
     if settings.kind == "search":
         params["budget"] = settings.budgets[0]
-    run_id, _ = tracker.start_run(settings.study, tags=tags, params=params, reuse=parent)
+    run_id, _ = tracker.start_run(f"{settings.study} (sweep)", tags=tags, params=params, reuse=parent)
     if run_id != parent:
         study.set_user_attr("mlflow_parent_run_id", run_id)
     # the grid may have grown: record its current axes on the run (tags: params are immutable)
@@ -721,31 +725,9 @@ class Objective:
 
     # -- artifacts ------------------------------------------------------------------------------------
     def _log_artifacts(self, run_id: str, run_dir: Path, label: str, summary: dict | None = None) -> None:
-        mb = self.settings.max_artifact_mb
-        skipped = []
-        metrics_csv = run_dir / "metrics.csv"
-        if metrics_csv.is_file():
-            import pandas as pd
-
-            from . import plots
-
-            df = pd.read_csv(metrics_csv)
-            if len(df):
-                plots.save(plots.trial_curves(df, f"{self.settings.study} / {label}"), run_dir / "learning_curves.png")
-                skipped.append(self.tracker.log_file(run_id, run_dir / "learning_curves.png", "plots", max_mb=mb))
-        for name in ("config.json", "env_info.json", "metrics.csv", "status.json"):
-            skipped.append(self.tracker.log_file(run_id, run_dir / name, "run", max_mb=mb))
-        skipped.append(self.tracker.log_file(run_id, run_dir / "reward_model.pt", "model", max_mb=mb))
-        skipped.append(self.tracker.log_sqlite_snapshot(run_id, run_dir / "labels.sqlite", "labels", max_mb=mb))
-        clips = sorted(p for ext in ("mp4", "gif", "webm") for p in run_dir.rglob(f"*.{ext}"))
-        for clip in clips[:6]:
-            skipped.append(self.tracker.log_file(run_id, clip, "clips", max_mb=mb))
-        if summary is not None:
-            (run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
-            skipped.append(self.tracker.log_file(run_id, run_dir / "summary.json", "run", max_mb=mb))
-        skipped = [s for s in skipped if s]
-        if skipped:
-            self.tracker.set_tags(run_id, {"rlhp.artifacts_skipped": "; ".join(skipped)})
+        """The trial's run directory (plots, run files, reward model, policy, labels: Tracker.log_run_dir)."""
+        self.tracker.log_run_dir(run_id, run_dir, max_mb=self.settings.max_artifact_mb,
+                                 title=f"{self.settings.study} / {label}", summary=summary)
 
     # -- progress -------------------------------------------------------------------------------------
     def _bar(self, number: int, label: str):
@@ -1078,12 +1060,18 @@ def _print_summary(study: optuna.Study, settings: Settings, ran: dict, elsewhere
     print()
     print(f"Results:      {d}")
     print(f"Optuna:       {mask_url(settings.storage)}  (study {settings.study!r})")
+    # MLflow 3's UI opens in its GenAI view unless told otherwise: the URL says machine learning
+    page = f"#/experiments/{study.user_attrs.get('mlflow_experiment_id', '')}?workflowType=machine_learning"
     if scheme_of(settings.tracking_uri) == "sqlite":
         print(f"MLflow UI:    mlflow ui --backend-store-uri {settings.tracking_uri}")
+        print(f"              then open http://127.0.0.1:5000/{page}")
+    elif scheme_of(settings.tracking_uri) in ("http", "https"):
+        print(f"MLflow:       {mask_url(settings.tracking_uri).rstrip('/')}/{page} (experiment {settings.study!r})")
     else:
         print(f"MLflow:       {mask_url(settings.tracking_uri)} (experiment {settings.study!r})")
     if scheme_of(settings.storage) == "sqlite":
-        print(f"Dashboard:    optuna-dashboard {settings.storage}   (pip install optuna-dashboard)")
+        print(f"Dashboard:    optuna-dashboard {settings.storage}   (pip install 'rlhp[dashboard]', or "
+              f"optuna-dashboard)")
     report = f"python -m bench.report {shlex.quote(os.path.relpath(d))}"
     if settings.storage != f"sqlite:///{d / 'optuna.db'}":
         report += f" --storage {shlex.quote(mask_url(settings.storage))}"
@@ -1128,7 +1116,8 @@ def main(argv: list[str] | None = None, *, train_fn: TrainFn | None = None, prog
             artifacts = None
             if scheme_of(settings.tracking_uri) in ("sqlite", "file"):
                 artifacts = (settings.sweep_dir / "mlartifacts").as_uri()
-            tracker = Tracker(settings.tracking_uri, settings.study, artifacts)
+            tracker = Tracker(settings.tracking_uri, settings.study, artifacts, program="python -m bench.sweep",
+                              command=settings.command)
             study, parent = open_study(settings, storage, tracker)
             new, requeued = enqueue_missing(study, settings)
             write_sweep_json(settings, study, tracker, parent)

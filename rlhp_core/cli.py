@@ -12,6 +12,11 @@ store, the labeling page's address and the run directory.
 
 Exit status: 0 done, 2 bad input, 130 interrupted (a checkpoint is written; rerun to resume).
 
+``--tracking-uri URI [--experiment NAME]`` also tracks the run in MLflow
+(:func:`bench.tracking.track_training`). That is the one place the core reaches into ``bench``,
+imported only when the flag is given: the sweep's and a single run's MLflow layer stay one
+(``bench.tracking.Tracker``), and ``import rlhp_core...`` never loads MLflow or ``bench``.
+
 :class:`ArgumentParser` (one-line errors) is shared with ``bench.sweep`` and ``bench.report``.
 """
 
@@ -23,6 +28,8 @@ import dataclasses
 import inspect
 import json
 import os
+import re
+import shlex
 import socket
 import sys
 from pathlib import Path
@@ -33,6 +40,8 @@ from .paths import check_writable_dir
 PROG = "python -m rlhp_core.train"
 PAGE_FLAGS = ("host", "port", "token")
 """Labeling-page flags: kept in TrainConfig.extra (they may change when a run is resumed)."""
+TRACKING_FLAGS = ("tracking_uri", "experiment")
+"""MLflow flags: not TrainConfig fields (where a run is tracked is not part of what it is)."""
 
 
 class UsageError(Exception):
@@ -158,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="access token, 4-256 characters of [A-Za-z0-9._~-] (default: $RLHP_LABEL_TOKEN if set, which "
                         "keeps it out of shell history and ps; none on loopback, generated otherwise); never "
                         "saved in config.json")
+    g = p.add_argument_group("experiment tracking (MLflow)")
+    g.add_argument("--tracking-uri", default=argparse.SUPPRESS, metavar="URI",
+                   help="also track the run in MLflow: params, metrics (step = env steps), the reward model, the "
+                        "policy, config and metrics.csv as artifacts; e.g. sqlite:///mlflow.db (artifacts go to "
+                        "mlartifacts/ next to it) or http://HOST:5000 (an mlflow server). Default: not tracked")
+    g.add_argument("--experiment", default=argparse.SUPPRESS, metavar="NAME",
+                   help="MLflow experiment of the run (default: rlhp-train); needs --tracking-uri")
     return p
 
 
@@ -318,44 +334,97 @@ def _check_page(extra: dict, *, human: bool) -> None:
                              f"({exc.strerror or exc})") from None
 
 
+def _check_tracking(options: dict) -> None:
+    """--tracking-uri (its syntax; an mlflow server must answer) and --experiment; raises UsageError."""
+    uri, experiment = options.get("tracking_uri"), options.get("experiment")
+    if uri is None:
+        if experiment is not None:
+            raise UsageError(f"--experiment {experiment!r}: names the MLflow experiment of --tracking-uri, "
+                             f"which is not given; e.g. --tracking-uri sqlite:///mlflow.db")
+        return
+    if experiment is not None and not experiment.strip():
+        raise UsageError("--experiment '': expected a name, or leave the flag out for 'rlhp-train'")
+    try:
+        from bench.storage import TrackingError, check_tracking_uri
+    except ImportError as exc:
+        raise UsageError(f"--tracking-uri needs the bench package, which is not importable here ({exc})") from None
+    try:
+        check_tracking_uri(uri)
+    except TrackingError as exc:
+        raise UsageError(f"--tracking-uri: {exc}") from None
+
+
+def _command_line(argv: list[str]) -> str:
+    """This command as typed, for the MLflow run: a --token's value (and a URL's password) masked."""
+    out, hide = [], False
+    for arg in argv:
+        if hide:
+            arg, hide = "***", False
+        elif arg == "--token":
+            hide = True
+        elif arg.startswith("--token="):
+            arg = "--token=***"
+        out.append(arg)
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]*@", r"\1***@", f"{PROG} {shlex.join(out)}".strip())
+
+
 # -- entry points ----------------------------------------------------------------------------------------
-def _checked_config(argv: list[str] | None) -> TrainConfig:
-    """Parse and check the command line; SystemExit (2 after one line on stderr; 0 after --help)."""
+def _parse(argv: list[str] | None) -> tuple[TrainConfig, dict]:
+    """Parse and check the command line: (config, tracking options: {tracking_uri, experiment, command}
+    or {}). SystemExit (2 after one line on stderr; 0 after --help)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = vars(build_parser().parse_args(argv))
+    tracking = {k: args.pop(k) for k in TRACKING_FLAGS if k in args}
     try:
         cfg, sources = _config_and_sources(args)
         check(cfg, sources)
+        _check_tracking(tracking)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    return cfg
+    if tracking:
+        tracking["command"] = _command_line(argv)
+    return cfg, tracking
 
 
-def _train(cfg: TrainConfig) -> int:
+def _checked_config(argv: list[str] | None) -> TrainConfig:
+    """Parse and check the command line; SystemExit (2 after one line on stderr; 0 after --help)."""
+    return _parse(argv)[0]
+
+
+def _train(cfg: TrainConfig, tracking: dict | None = None) -> int:
     import torch
 
     from .train import run_training
 
     torch.set_num_threads(int(os.environ.get("RLHP_TORCH_THREADS", "1")))
     try:
-        summary = run_training(cfg)
+        if tracking and tracking.get("tracking_uri"):
+            from bench.tracking import track_training  # only now: see the module docstring
+
+            summary = track_training(run_training, cfg, tracking_uri=tracking["tracking_uri"],
+                                     experiment=tracking.get("experiment"), command=tracking.get("command"))
+            print(f"MLflow: run {summary.get('mlflow_run_id')} in experiment {summary.get('mlflow_experiment')!r} "
+                  f"({summary.get('mlflow_page')})", file=sys.stderr)
+        else:
+            summary = run_training(cfg)
     except (ValueError, FileNotFoundError) as exc:  # found by the learner: e.g. a run dir of another config
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: checkpoint written; rerun the same command to resume", file=sys.stderr)
         return 130
-    print(json.dumps({k: v for k, v in summary.items() if k != "env_info"}, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("env_info", "mlflow_page")}, indent=2))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Check the command line, then train (or resume). Returns the exit status."""
     try:
-        cfg = _checked_config(argv)
+        cfg, tracking = _parse(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    return _train(cfg)
+    return _train(cfg, tracking)
 
 
 def cli() -> int:
@@ -364,8 +433,8 @@ def cli() -> int:
     from .allocator import reexec_with_tcmalloc
 
     try:
-        cfg = _checked_config(None)
+        cfg, tracking = _parse(None)
     except SystemExit as exc:
         return int(exc.code or 0)
     reexec_with_tcmalloc()  # returns in the restarted process, which checked its command line again
-    return _train(cfg)
+    return _train(cfg, tracking)

@@ -119,9 +119,10 @@ def fake(tmp_path_factory):
 
 
 def small(sweep_dir: Path, *more: str) -> list[str]:
-    """A quick-preset sweep: 2 budgets x 2 seeds + 2 true-reward cells, 4 metric rows each (40k steps: the
+    """A CartPole-preset sweep (study 'quick'): 2 budgets x 2 seeds + 2 true-reward cells, 4 metric rows each (40k steps: the
     fewest that allow both budgets' labels, 200 comparisons of 25-step segments; the fake learner takes no time)."""
-    return ["--dir", str(sweep_dir), "--env-steps", "40000", "--set", "log_every=10000", "--seeds", "2", *more]
+    return ["--preset", "cartpole", "--study", "quick", "--dir", str(sweep_dir), "--env-steps", "40000", "--set",
+            "log_every=10000", "--seeds", "2", *more]
 
 
 def load(sweep_dir: Path, study: str = "quick"):
@@ -303,7 +304,7 @@ def test_grid_sweep_runs_every_cell_once_as_a_nested_mlflow_run(grid_sweep):
     trials = study.get_trials()
     assert sorted(t.user_attrs["cell"] for t in trials) == sorted(CELLS)
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    assert study.user_attrs["command"].startswith("python -m bench.sweep --dir ")
+    assert study.user_attrs["command"].startswith("python -m bench.sweep --preset cartpole --study quick --dir ")
     runs = trial_runs(grid_sweep)
     assert len(runs) == len(CELLS)
     parent = study.user_attrs["mlflow_parent_run_id"]
@@ -360,7 +361,9 @@ def test_rerunning_resumes_and_a_bigger_grid_only_adds_cells(grid_sweep, fake):
 def test_rerunning_with_other_settings_is_refused(grid_sweep, fake, capsys):
     from bench.sweep import main
 
-    assert main(small(grid_sweep)[:3] + ["80000"], train_fn=fake, progress=False) == 2
+    argv = small(grid_sweep)
+    argv[argv.index("--env-steps") + 1] = "80000"
+    assert main(argv, train_fn=fake, progress=False) == 2
     err = capsys.readouterr().err
     assert "env_steps: study has 40000, asked 80000" in err and "--study NAME" in err
 
@@ -512,7 +515,7 @@ def test_quick_preset_end_to_end_with_the_learner(tmp_path):
     import optuna
 
     d = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "bench.sweep", "--preset", "quick", "--dir", str(d), "--env-steps", "3072",
+    cmd = [sys.executable, "-m", "bench.sweep", "--preset", "cartpole", "--study", "quick", "--dir", str(d), "--env-steps", "3072",
            "--budgets", "20", "--seeds", "1", "--set", "num_envs=2", "--set", "n_steps=128",
            "--set", "log_every=512", "--set", "reward_update_every=512", "--set", "pretrain_epochs=5"]
     r = subprocess.run(cmd, env=env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
