@@ -16,6 +16,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from . import stats  # noqa: E402
+
 RETURN = "charts/episodic_return"
 LABELS = "labels/answered"
 
@@ -250,6 +252,73 @@ def final_vs_budget(table: pd.DataFrame, labels: dict[str, str]):
     _shared_legend(fig, axes)
     fig.suptitle("Final metrics per label budget\n(mean over seeds, bootstrap 95% CI; dashed: true reward)",
                  fontsize=11)
+    return fig
+
+
+def run_score_distribution(values, taus, *, n_boot: int = stats.N_BOOT, level: float = stats.LEVEL,
+                           seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fraction, low, high) at each tau: the fraction of the runs whose score is strictly above tau
+    (rliable's run-score distribution), and its percentile-bootstrap band from resampling the runs
+    with replacement (``n_boot`` times, fixed generator seed, as in bench.stats). Non-finite scores
+    are dropped; with fewer than 2 runs there is no band (NaN), with none no fraction either."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    taus = np.asarray(taus, dtype=float)
+    if not len(x):
+        return tuple(np.full(taus.shape, math.nan) for _ in range(3))
+    fraction = (x[:, None] > taus[None, :]).mean(axis=0)
+    if len(x) < 2:
+        return fraction, np.full(taus.shape, math.nan), np.full(taus.shape, math.nan)
+    boot = x[np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))]
+    fractions = np.stack([(boot > tau).mean(axis=1) for tau in taus], axis=1)  # (n_boot, taus)
+    lo, hi = np.percentile(fractions, [100 * (1 - level) / 2, 100 * (1 + level) / 2], axis=0)
+    return fraction, lo, hi
+
+
+def profile_taus(values, points: int = 200) -> np.ndarray:
+    """The taus of a performance profile: a grid over the scores' range (5% margin each side, so the
+    curves start at 1 and end at 0) joined with every score, where the fractions step down."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return np.array([])
+    lo, hi = float(x.min()), float(x.max())
+    margin = 0.05 * (hi - lo) or max(1.0, 0.05 * abs(lo))
+    return np.union1d(np.linspace(lo - margin, hi + margin, points), x)
+
+
+def performance_profile(finals: pd.DataFrame, key: str, label: str, order: list[str] | None = None, *,
+                        n_boot: int = stats.N_BOOT):
+    """rliable's performance profile of one final metric: per cell group, the fraction of its runs
+    whose score ``key`` is above tau, as a function of tau, with a percentile-bootstrap 95% band
+    over the group's runs. A curve that lies above another everywhere dominates it: at every
+    threshold, more of its runs clear it. Returns None when no group has a score.
+
+    ``finals``: one row per finished run (bench.report.final_values) with ``group`` and ``key``.
+    """
+    data = finals[["group", key]].assign(score=pd.to_numeric(finals[key], errors="coerce"))
+    data = data[np.isfinite(data["score"])]
+    if not len(data):
+        return None
+    groups = [g for g in (order or dict.fromkeys(data["group"])) if g in set(data["group"])]
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(8.5, 4.4 + 0.3 * -(-len(groups) // 3)), constrained_layout=True)
+    palette = group_palette(groups)
+    taus = profile_taus(data["score"])
+    for group in groups:
+        scores = data.loc[data["group"] == group, "score"].to_numpy()
+        fraction, lo, hi = run_score_distribution(scores, taus, n_boot=n_boot)
+        color, runs = palette[group], f"{len(scores)} run" + ("s" if len(scores) != 1 else "")
+        ax.plot(taus, fraction, drawstyle="steps-post", color=color, linewidth=2, label=f"{group} ({runs})")
+        if np.isfinite(lo).any():
+            ax.fill_between(taus, lo, hi, step="post", color=color, alpha=0.15, linewidth=0)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(taus[0], taus[-1])
+    ax.set_xlabel(f"τ: {label}")
+    ax.set_ylabel("fraction of runs with score > τ")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=min(3, len(groups)), fontsize=9)
+    ax.set_title("Performance profile: the fraction of each group's runs whose final score exceeds τ\n"
+                 "(shaded: bootstrap 95% band over the group's runs; with 2 runs it is no 95% CI)", fontsize=10)
     return fig
 
 

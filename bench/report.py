@@ -19,6 +19,9 @@ metric history when the run directory is on another machine), and writes to --ou
     progress_vs_labels.png        the same against labels answered (preference runs)
     cumulative_reward.png         true reward and gains collected during training (run-long sums)
     final_vs_budget.png           final metrics against the label budget, with CIs
+    performance_profile.png       rliable's performance profile of the main progress metric (two or
+                                  more cell groups): per group, the fraction of its runs whose final
+                                  value exceeds tau, against tau, with a bootstrap 95% band
     diagnostics.png               PPO and reward-model health (KL, clip fraction, explained variance,
                                   entropy, reward validation accuracy, equal share)
     running_trials.png            a sweep in progress: the running trials' curves so far
@@ -729,6 +732,11 @@ PROGRESS_TEXT = (
     "seed of X and one of Y, the probability that X's final value is higher (ties count one half), with a "
     "95% CI from resampling X's and Y's seeds separately (10,000 times). P(Y > X) = 1 - P(X > Y).",
     "",
+    "Performance profile (Agarwal et al. 2021, as in rliable), on the metric of the P(X > Y) table: for each "
+    "cell group, the fraction of its finished runs whose final value is above τ, for every τ; the shaded band "
+    "is a percentile-bootstrap 95% band from resampling the group's runs (10,000 times). A curve above another "
+    "at every τ dominates it: whatever the bar, more of its runs clear it.",
+    "",
     "Curves: per-episode values (the return) are drawn interpolated between the log rows where an episode "
     "ended, so that seeds line up; rates and run-long sums are in every row. The label plots draw one line "
     "per seed (seeds reach a label count at different steps).",
@@ -898,6 +906,16 @@ def _progress_figures(curves: pd.DataFrame, running: pd.DataFrame, progress: pd.
              "running_trials.png", "Running trials so far (partial; not in the tables)")
 
 
+def _profile_figure(finals: pd.DataFrame, key: str, order: list[str], figs: _Figures) -> None:
+    """The performance profile of the main final metric, where there are groups to compare (two or more)."""
+    from . import plots
+
+    if finals["group"].nunique() >= 2 and key in finals:
+        label = dict(FINAL_METRICS)[key]
+        figs.add(plots.performance_profile(finals, key, label, order), "performance_profile.png",
+                 f"Performance profile: fraction of runs above τ on {label}")
+
+
 def _progress_results(done, curves, running, order, out: Path, figs: _Figures) -> str:
     """Write progress.csv and improvement.csv, draw the progress figures; returns their markdown."""
     finals = final_values(done, curves, order)
@@ -907,6 +925,7 @@ def _progress_results(done, curves, running, order, out: Path, figs: _Figures) -
     pairs = improvement_table(finals, key)
     pairs.to_csv(out / "improvement.csv", index=False)
     _progress_figures(curves, running, progress, order, figs)
+    _profile_figure(finals, key, order, figs)
     if not len(progress):
         return ""
     label = dict(FINAL_METRICS)[key]

@@ -1070,8 +1070,8 @@ def _print_summary(study: optuna.Study, settings: Settings, ran: dict, elsewhere
     else:
         print(f"MLflow:       {mask_url(settings.tracking_uri)} (experiment {settings.study!r})")
     if scheme_of(settings.storage) == "sqlite":
-        print(f"Dashboard:    optuna-dashboard {settings.storage}   (pip install 'rlhp[dashboard]', or "
-              f"optuna-dashboard)")
+        print(f"Dashboard:    optuna-dashboard {settings.storage}   (the extra: pip install -e '.[dashboard]'; "
+              f"then http://127.0.0.1:8080)")
     report = f"python -m bench.report {shlex.quote(os.path.relpath(d))}"
     if settings.storage != f"sqlite:///{d / 'optuna.db'}":
         report += f" --storage {shlex.quote(mask_url(settings.storage))}"

@@ -6,10 +6,13 @@ trial's run can be reopened when its trial is retried, and several workers can s
 parent run (nesting is the ``mlflow.parentRunId`` tag, which does not need the parent active).
 
 Every experiment this module creates is tagged ``mlflow.experimentKind =
-custom_model_development`` (the tag MLflow 3's UI reads for "classic ML / training" rather than
-GenAI), and every run carries MLflow's standard source tags (``mlflow.source.name``,
-``mlflow.source.type``, ``mlflow.user``, ``mlflow.source.git.commit`` / ``.branch`` / ``.dirty``),
-which an ``MlflowClient`` does not add by itself (only the fluent ``mlflow.start_run`` does).
+custom_model_development``: MLflow 3's record of an experiment's kind ("training", not GenAI),
+which its UI's experiment-type selector writes and its tools read. MLflow 3.17's UI itself picks
+its view from a sidebar switch (default GenAI) or ``?workflowType=machine_learning`` in the URL,
+so the links this code prints carry that (:func:`ui_page`). Every run carries MLflow's standard
+source tags (``mlflow.source.name``, ``mlflow.source.type``, ``mlflow.user``,
+``mlflow.source.git.commit`` / ``.branch`` / ``.dirty``), which an ``MlflowClient`` does not add
+by itself (only the fluent ``mlflow.start_run`` does).
 """
 
 from __future__ import annotations

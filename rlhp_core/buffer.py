@@ -50,6 +50,19 @@ class SegmentBuffer:
             self.progress[i] = progress
         self.steps_written += 1
 
+    _FIELDS = ("obs", "actions", "true_rewards", "episode_ends", "truncations", "progress", "frames")
+
+    def state_dict(self) -> dict:
+        """The whole ring (for a resume that continues exactly, see Learner._checkpoint)."""
+        return {"steps_written": self.steps_written, **{f: getattr(self, f) for f in self._FIELDS}}
+
+    def load_state_dict(self, d: dict) -> None:
+        if d["obs"].shape != self.obs.shape:
+            raise ValueError(f"buffer state has obs of shape {d['obs'].shape}, this buffer {self.obs.shape}")
+        for f in self._FIELDS:
+            setattr(self, f, None if d[f] is None else np.array(d[f]))
+        self.steps_written = int(d["steps_written"])
+
     @property
     def filled(self) -> int:
         return min(self.steps_written, self.capacity)

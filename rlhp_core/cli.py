@@ -2,7 +2,7 @@
 
 One flag per TrainConfig field (``--reward-lr`` sets ``reward_lr``), documented by the docstring
 under the field in config.py, plus ``--config FILE`` and the human labeling page's ``--host``,
-``--port`` and ``--token``. Rerunning a command on the same ``--run-dir`` resumes the run.
+``--port``, ``--token`` and ``--goal``. Rerunning a command on the same ``--run-dir`` resumes the run.
 
 Bad input is refused before anything is written (no run directory, no label store): exit
 status 2 and one line that names the flag, the value and what is allowed. Everything that can
@@ -38,7 +38,7 @@ from .config import CHOICES, FIELD_KINDS, ConfigError, TrainConfig, parse_field,
 from .paths import check_writable_dir
 
 PROG = "python -m rlhp_core.train"
-PAGE_FLAGS = ("host", "port", "token")
+PAGE_FLAGS = ("host", "port", "token", "goal")
 """Labeling-page flags: kept in TrainConfig.extra (they may change when a run is resumed)."""
 TRACKING_FLAGS = ("tracking_uri", "experiment")
 """MLflow flags: not TrainConfig fields (where a run is tracked is not part of what it is)."""
@@ -167,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="access token, 4-256 characters of [A-Za-z0-9._~-] (default: $RLHP_LABEL_TOKEN if set, which "
                         "keeps it out of shell history and ps; none on loopback, generated otherwise); never "
                         "saved in config.json")
+    g.add_argument("--goal", default=argparse.SUPPRESS, metavar="TEXT",
+                   help="what people are told to look for, shown above the clips instead of the env's usual line "
+                        "(e.g. Enduro: \"Keep alongside other cars; don't pass them\"): teach a behaviour no reward "
+                        "describes. Kept in config.json (extra.goal); needs a person labeling")
     g = p.add_argument_group("experiment tracking (MLflow)")
     g.add_argument("--tracking-uri", default=argparse.SUPPRESS, metavar="URI",
                    help="also track the run in MLflow: params, metrics (step = env steps), the reward model, the "
@@ -323,6 +327,16 @@ def _check_page(extra: dict, *, human: bool) -> None:
         family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
     except (socket.gaierror, UnicodeError) as exc:
         raise UsageError(f"--host {host!r}: not an IP address or a host name this machine resolves ({exc})") from None
+    if "goal" in extra:
+        from oracles.human import check_goal
+
+        if not human:
+            raise UsageError(f"--goal {extra['goal']!r}: only people see the goal (on the labeling page of "
+                             f"--labeler human or PRESET+human); a scripted labeler answers by the env's reward")
+        try:
+            extra["goal"] = check_goal(extra["goal"], "--goal")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if not human:
         return
     with socket.socket(family, socket.SOCK_STREAM) as s:  # as the page's server will: reuse, then bind

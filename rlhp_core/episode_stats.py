@@ -120,3 +120,17 @@ class EpisodeStats:
         self.count = d["episode_count"]
         self.cumulative_reward = d.get("cumulative_reward", 0.0)  # absent in checkpoints from before it existed
         self.cumulative_gained = d.get("cumulative_gained", 0.0)
+
+    def in_flight_state(self) -> dict:
+        """The tallies of the episodes in flight and of the log window: saved only where the envs'
+        own state is saved too (otherwise those episodes end at the resume)."""
+        return {"tallies": np.stack([self._ret, self._gained, self._lost, self._progress]),
+                "length": self._length.copy(), "finished": list(self._finished), "window": self._window.copy(),
+                "has_progress": self._has_progress}
+
+    def load_in_flight_state(self, d: dict) -> None:
+        self._ret, self._gained, self._lost, self._progress = (np.array(t) for t in d["tallies"])
+        self._length = np.array(d["length"])
+        self._finished = list(d["finished"])
+        self._window = np.array(d["window"])
+        self._has_progress = d["has_progress"]

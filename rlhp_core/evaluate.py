@@ -52,7 +52,7 @@ from .config import parse_int
 from .envs import episode_step_limit
 from .episode_stats import EpisodeStats
 from .paths import check_writable_dir
-from .trained import RunError, load_policy, make_vec_env_for, read_config
+from .trained import load_policy, make_vec_env_for, read_config, real_time_fps
 
 PROG = "python -m rlhp_core.evaluate"
 EVAL_SEED_OFFSET = 1_000_003
@@ -200,7 +200,7 @@ def evaluate(run_dir: str | Path, *, episodes: int = 10, deterministic: bool = T
                              f"({env.info.get('frames')}); leave out --video to evaluate without one")
         policy = load_policy(run_dir, env=env, device=device, seed=seed)
         if video is not None:
-            writer = VideoWriter(video, fps or (60 / cfg.frameskip if env.is_atari else 30))
+            writer = VideoWriter(video, fps or real_time_fps(env))
         t0 = time.time()
         quota = [(episodes + i) // num_envs for i in range(num_envs)]
         taken = [0] * num_envs

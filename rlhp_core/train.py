@@ -83,6 +83,7 @@ def build_labeler(cfg: TrainConfig, store: LabelStore, status_path: Path) -> Lab
         human = HumanLabeler(
             store, env_id=cfg.env_id, label_budget=cfg.label_budget,
             status_path=status_path, host=cfg.extra.get("host", "127.0.0.1"), port=int(cfg.extra.get("port", 0)),
+            goal=cfg.extra.get("goal"),
         )
         print(f"Label at: {human.url}", flush=True)
         if spec == "human":
@@ -215,6 +216,9 @@ class Learner:
         self.reward_metrics: dict[str, float] = {}
         self.resume_count = 0
         self.pretrain_epoch = 0
+        self._obs = self._frames = None  # what the envs show now (the loop acts on it next)
+        self._fresh = 0  # initial phase: steps since the last round of queries
+        self._env_restored = False  # True: the checkpoint held the envs' own state (VecEnv.get_state)
         self._end_penalty = _episode_end_penalty(cfg)
         self._restore()
 
@@ -265,10 +269,18 @@ class Learner:
         self.last_reward_fit, self.resume_count = c["last_reward_fit"], c["resume_count"] + 1
         self.pretrain_epoch = c.get("pretrain_epoch", self.cfg.pretrain_epochs if self.phase == "training" else 0)
         self.episodes.load_state_dict(c)
+        if "envs" in s:
+            e = s["envs"]
+            self.env.set_state(e["state"])
+            self.buffer.load_state_dict(e["buffer"])
+            self.episodes.load_in_flight_state(e["episodes"])
+            self._obs, self._frames, self._fresh = e["obs"], e["frames"], e["fresh"]
+            self._env_restored = True
         self.rng.bit_generator.state = s["numpy_rng"]
         torch.set_rng_state(s["torch_rng"])
         if self.prefs:
             self.ensemble.load_state_dict(s["ensemble"])
+            self.reward_metrics = dict(s.get("reward_metrics", {}))
             if "reward_trainer" in s:
                 self.fitter = BackgroundFit.copy_of(self.ensemble)
                 self.fitter.trainer.load_state_dict(s["reward_trainer"])
@@ -317,8 +329,13 @@ class Learner:
                 state["reward_fit_pending"] = self.fitter.pending
             state["ensemble"] = self.ensemble.state_dict()
             state["ingested"] = list(self.ingested)
+            state["reward_metrics"] = dict(self.reward_metrics)  # the last fit's, logged until the next one
             if hasattr(self.labeler, "get_state"):
                 state["labeler"] = self.labeler.get_state()
+        env_state = self.env.get_state()
+        if env_state is not None:  # then the resumed run continues these very episodes, bit for bit
+            state["envs"] = {"state": env_state, "obs": self._obs, "frames": self._frames, "fresh": self._fresh,
+                             "buffer": self.buffer.state_dict(), "episodes": self.episodes.in_flight_state()}
         save_checkpoint(self.run_dir, self.env_steps, state)
 
     # -- metrics and status ---------------------------------------------------------------------
@@ -372,6 +389,7 @@ class Learner:
                         progress=out.progress)
         self.episodes.step(out.reward, ended, out.progress)
         self.env_steps += self.cfg.num_envs
+        self._obs, self._frames = out.obs, out.frames
         return actions, extras, out
 
     # -- queries and the reward model ------------------------------------------------------------
@@ -497,15 +515,14 @@ class Learner:
         cfg = self.cfg
         per_round = max(1, self.cfg.num_envs * self.buffer.capacity // (2 * cfg.segment_length))
         posted = self._labels_posted()
-        fresh = 0
         while self.phase == "initial labels" and posted < cfg.initial_labels:
             _, _, out = self._step_envs(obs, frames)
             obs, frames = out.obs, out.frames
-            fresh += 1
-            if fresh >= self.buffer.capacity:
+            self._fresh += 1
+            if self._fresh >= self.buffer.capacity:
                 posted += self._post_queries(min(per_round, cfg.initial_labels - posted), "random",
-                                             newer_than=self.buffer.steps_written - fresh)
-                fresh = 0
+                                             newer_than=self.buffer.steps_written - self._fresh)
+                self._fresh = 0
                 self._checkpoint()  # a crash from here on resumes after this round, not from step 0
                 self._write_status()
             self._tick()
@@ -571,7 +588,10 @@ class Learner:
                              smoothing=0.05, desc=f"{cfg.env_id} {cfg.algo} {cfg.reward}")
         t_start = time.time()
         steps_at_start = self.env_steps
-        obs, frames = self.env.reset(seed=cfg.seed + 7919 * self.resume_count)
+        if self._env_restored:
+            obs, frames = self._obs, self._frames
+        else:  # a new run, or a resume whose envs could not be saved: fresh episodes, a new seed per resume
+            obs, frames = self._obs, self._frames = self.env.reset(seed=cfg.seed + 7919 * self.resume_count)
         last_log = self.env_steps - self.env_steps % cfg.log_every
         last_ckpt = self.env_steps
         last_status = 0.0

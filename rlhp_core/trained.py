@@ -30,13 +30,13 @@ import numpy as np
 import torch
 
 from .checkpoint import load_latest, read_checkpoint
-from .config import TrainConfig, is_atari, resolve
+from .config import TrainConfig, resolve
 from .envs import VecEnv, make_vec_env
 from .reward_model import RewardEnsemble
 from .rl import RLSettings, make_algo
 
 __all__ = ["RunError", "TrainedPolicy", "RunEnv", "read_config", "load_policy", "load_reward_model",
-           "make_vec_env_for", "make_env"]
+           "make_vec_env_for", "make_env", "real_time_fps"]
 
 
 class RunError(ValueError):
@@ -89,6 +89,12 @@ def make_vec_env_for(cfg: TrainConfig, num_envs: int, *, keep_frames: bool = Fal
                         max_episode_steps=limit, keep_frames=keep_frames)
 
 
+def real_time_fps(vec: VecEnv) -> float:
+    """Frames per second that play the env at its own speed: ALE runs at 60 frames/s and an agent
+    step is frameskip of them; vector envs have no common clock, so 30."""
+    return 60 / int(vec.info["frameskip"]) if vec.is_atari else 30.0
+
+
 class RunEnv(gym.Env):
     """One env of a run as a ``gymnasium.Env``: the project's :class:`VecEnv` with a single env.
 
@@ -123,9 +129,9 @@ class RunEnv(gym.Env):
         self.action_space = vec.action_space
         if vec.is_atari:
             self.observation_space = gym.spaces.Box(0, 255, vec.obs_shape, np.uint8)
-            self.metadata = {**self.metadata, "render_fps": 60 // int(vec.info["frameskip"])}
         else:  # the VecEnv casts to float32; bounds are not carried over (CartPole's are mostly infinite anyway)
             self.observation_space = gym.spaces.Box(-np.inf, np.inf, vec.obs_shape, np.float32)
+        self.metadata = {**self.metadata, "render_fps": real_time_fps(vec)}
         self.env_info = vec.info
         """The VecEnv's settings record (env id, frameskip, sticky actions, blanking, versions...)."""
         self._pending: tuple[np.ndarray, np.ndarray | None] | None = None
@@ -218,8 +224,10 @@ def load_policy(run_dir: str | Path, *, env: VecEnv | RunEnv | None = None, devi
     if made:
         env = make_vec_env_for(cfg, 1)
     try:
-        obs_shape = env.obs_shape if isinstance(env, VecEnv) else env.observation_space.shape
-        obs_dtype = np.uint8 if is_atari(cfg.env_id) else np.float32
+        if isinstance(env, VecEnv):
+            obs_shape, obs_dtype = env.obs_shape, env.obs_dtype
+        else:
+            obs_shape, obs_dtype = env.observation_space.shape, env.observation_space.dtype
         algo = make_algo(algo_state["algo"], obs_shape, obs_dtype, env.action_space, settings, device, cfg.seed)
     finally:
         if made:
@@ -240,9 +248,9 @@ def _ensemble_state(source: Path) -> tuple[TrainConfig, dict, str]:
         cfg = read_config(source)
         if cfg.reward != "preferences":
             raise RunError(f"{str(source)!r} is a true-reward baseline run (reward={cfg.reward!r}): it has no reward model")
-        if load_latest(source) is not None:
-            step, state = _latest_state(source)
-            return cfg, state["ensemble"], f"{source / 'checkpoints'} (step {step})"
+        blob = load_latest(source)
+        if blob is not None:
+            return cfg, blob["state"]["ensemble"], f"{source / 'checkpoints'} (step {blob['step']})"
         if (source / "reward_model.pt").is_file():
             return cfg, _load_state_file(source / "reward_model.pt"), str(source / "reward_model.pt")
         raise RunError(f"run directory {str(source)!r} has no reward model yet: no checkpoint and no reward_model.pt")

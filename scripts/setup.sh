@@ -1,39 +1,81 @@
 #!/usr/bin/env bash
-# One-time set-up on a fresh machine: system packages (headless Chromium for the labeling-page
-# tests, PostgreSQL for the multi-worker sweep test, tcmalloc for speed), a virtualenv in .venv
-# with the pinned CPU build of torch first (a plain `torch` requirement would pull a multi-GB
-# CUDA build), then this project with its test extras.
+# One-time set-up on a fresh machine (rerunning it is harmless).
+#
+#   bash scripts/setup.sh          the main job: a virtualenv in .venv with the pinned CPU build of
+#                                  torch first (a plain `torch` requirement would pull a multi-GB CUDA
+#                                  build), then this project. Optional: tcmalloc, installed from apt
+#                                  only when run as root (training on a CPU is ~1.7x faster with it,
+#                                  rlhp_core/allocator.py); without root, a note says how to add it.
+#                                  Needs neither root nor apt.
+#   bash scripts/setup.sh --test   the above, plus what the tests add: the project's [test] extras
+#                                  (pytest, pytest-benchmark, Playwright), Debian's chromium (the
+#                                  labeling-page tests) and PostgreSQL (the multi-worker sweep test),
+#                                  from apt when root. Tests whose program is missing are skipped.
+#
+# RLHP_SETUP_STRICT=1 (CI) makes a system package that cannot be installed an error, not a note.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v chromium >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "warning: could not install Debian's chromium; browser tests will be skipped" >&2
-  else
-    echo "note: install Debian's chromium (apt-get install chromium) to run the browser tests" >&2
+
+tests=0
+case "$#:${1-}" in
+  0:) ;;
+  1:--test) tests=1 ;;
+  1:-h | 1:--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "usage: bash scripts/setup.sh [--test]" >&2; exit 2 ;;
+esac
+
+is_root=0
+[ "$(id -u)" = 0 ] && is_root=1
+apt_updated=0
+
+strict=${RLHP_SETUP_STRICT:-0}
+
+# optional_package PACKAGE WHY: a Debian package from apt when we are root; otherwise only a note on
+# how to add it. apt is never run without root, and a package that is missing fails the set-up only
+# under RLHP_SETUP_STRICT=1: every system package here is optional.
+optional_package() {
+  local package=$1 why=$2
+  if [ "$is_root" != 1 ]; then
+    echo "note: not root, so $package is not installed; as root: apt-get install $package ($why)" >&2
+    [ "$strict" != 1 ] || { echo "error: RLHP_SETUP_STRICT=1 and $package is missing" >&2; exit 1; }
+    return 0
   fi
-fi
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
-  # the multi-worker sweep test starts a throwaway PostgreSQL server (tests/test_sweep_postgres.py)
-  if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
-      || echo "warning: could not install PostgreSQL; the multi-worker sweep test will be skipped" >&2
-  else
-    echo "note: install PostgreSQL (apt-get install postgresql) to run the multi-worker sweep test" >&2
+  if [ "$apt_updated" = 0 ]; then
+    apt-get update -qq || true
+    apt_updated=1
   fi
-fi
-if ! ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib*/libtcmalloc_minimal.so.4 >/dev/null 2>&1; then
-  # tcmalloc: glibc's malloc page-faults through every big activation buffer; with tcmalloc the
-  # Enduro loop runs 1.7x faster (rlhp_core/allocator.py). The programs use it when it is there.
-  if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null) \
-      || echo "warning: could not install tcmalloc; training runs on glibc's malloc (slower)" >&2
-  else
-    echo "note: install tcmalloc (apt-get install libtcmalloc-minimal4): training on a CPU is ~1.7x faster with it" >&2
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null; then
+    echo "warning: could not install $package from apt ($why)" >&2
+    [ "$strict" != 1 ] || { echo "error: RLHP_SETUP_STRICT=1 and $package is missing" >&2; exit 1; }
   fi
+}
+
+# -- the main job --------------------------------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv || {
+    echo "error: python3 -m venv failed; install Python's venv module (Debian: apt-get install python3-venv)" >&2
+    rm -rf .venv
+    exit 1
+  }
 fi
-[ -d .venv ] || python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[test]"
+python -m pip install -q -e .
+
+# tcmalloc: glibc's malloc page-faults through every big activation buffer; with tcmalloc the Enduro
+# loop runs 1.7x faster and no number changes. The programs use it whenever it is there.
+if [ -z "$(python -c 'from rlhp_core.allocator import find_tcmalloc; print(find_tcmalloc() or "")')" ]; then
+  optional_package libtcmalloc-minimal4 "training on a CPU is ~1.7x faster with tcmalloc; it runs without it"
+fi
+
+# -- what the tests add --------------------------------------------------------------------------
+if [ "$tests" = 1 ]; then
+  python -m pip install -q -e ".[test]"
+  if [ ! -x /usr/bin/chromium ]; then  # tests/test_human*.py drive Debian's chromium (never `playwright install`)
+    optional_package chromium "without it the labeling-page browser tests are skipped"
+  fi
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+    optional_package postgresql "without it the multi-worker sweep test (tests/test_sweep_postgres.py) is skipped"
+  fi
+fi

@@ -1,5 +1,12 @@
 #!/usr/bin/env bash
-# The test command: the whole suite, slow and browser tests included (all sized for 2 CPU cores).
+# The test command. Set up first with `bash scripts/setup.sh --test`.
+#
+#   bash scripts/test.sh          the whole suite, slow and browser tests included (what CI runs;
+#                                 ~15 min on 2 cores)
+#   bash scripts/test.sh --fast   the everyday subset, -m "not slow and not browser" (a few minutes)
+#   bash scripts/test.sh ARGS     any pytest arguments, e.g. tests/test_oracles.py or -m browser
+#
+# Markers (pyproject.toml): slow, browser, postgres; tests/README.md says which tests carry them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d .venv ] && . .venv/bin/activate
@@ -9,4 +16,19 @@ lib=$(python -c 'from rlhp_core.allocator import find_tcmalloc; print(find_tcmal
 if [ -n "$lib" ] && [ "${RLHP_MALLOC:-tcmalloc}" = tcmalloc ]; then
   export LD_PRELOAD="$lib${LD_PRELOAD:+:$LD_PRELOAD}"
 fi
-python -m pytest -q "$@"
+selected=0
+if [ "${1-}" = --fast ]; then
+  shift
+  set -- -m "not slow and not browser" "$@"
+fi
+for arg in "$@"; do
+  case "$arg" in -m | -m* | -k | -k* | --deselect*) selected=1 ;; esac
+done
+rc=0
+python -m pytest -q "$@" || rc=$?
+if [ "$rc" = 5 ] && [ "$selected" = 1 ]; then
+  # pytest's "no tests collected": a marker or keyword selection can match nothing, which is no failure
+  echo "scripts/test.sh: no test matches this selection (pytest exit status 5); nothing to run" >&2
+  exit 0
+fi
+exit "$rc"

@@ -402,9 +402,12 @@ def test_a_sweep_in_progress_names_its_unfinished_cells(progress_report):
 def test_progress_plots_are_written(progress_report):
     readme = (progress_report / "README.md").read_text()
     for name in ("progress_curves.png", "cumulative_reward.png", "progress_vs_labels.png", "final_vs_budget.png",
-                 "diagnostics.png", "running_trials.png", "return_by_budget.png", "final_returns.png"):
+                 "diagnostics.png", "running_trials.png", "return_by_budget.png", "final_returns.png",
+                 "performance_profile.png"):
         assert (progress_report / name).stat().st_size > 10_000, name
         assert f"]({name})" in readme, name
+    # the profile is drawn on the metric the P(X > Y) table compares
+    assert "### Performance profile: fraction of runs above τ on gained per 1k agent steps" in readme
 
 
 def test_curve_panels_average_seeds_whose_episodes_end_in_different_rows():
@@ -417,3 +420,45 @@ def test_curve_panels_average_seeds_whose_episodes_end_in_different_rows():
     line = fig.axes[0].get_lines()[0]
     assert list(line.get_xdata()) == [1, 2, 3] and list(line.get_ydata()) == pytest.approx([0.0, 2.5, 2.0])
     assert plots.curve_panels(curves, [("losses/approx_kl", "KL")], title="t") is None  # nothing to draw
+
+
+# -- performance profiles (rliable) ------------------------------------------------------------------------
+def test_run_score_distribution_is_the_fraction_of_runs_above_tau():
+    from bench.plots import run_score_distribution
+
+    taus = [0.5, 1.0, 1.5, 2.5, 3.0, 3.5]
+    fraction, lo, hi = run_score_distribution([1.0, 2.0, 3.0], taus)
+    assert fraction == pytest.approx([1.0, 2 / 3, 2 / 3, 1 / 3, 0.0, 0.0])  # strictly above: 1.0 is not above 1.0
+    assert np.all((lo <= fraction) & (fraction <= hi)) and np.all((0.0 <= lo) & (hi <= 1.0))
+    assert (lo[0], hi[0], lo[-1], hi[-1]) == (1.0, 1.0, 0.0, 0.0)  # no resample has a run outside the range
+    assert lo[2] < 2 / 3 < hi[2]  # three runs: a resample may hold 0 to 3 runs above 1.5
+    again = run_score_distribution([1.0, 2.0, 3.0], taus)
+    assert all(np.array_equal(a, b) for a, b in zip(again, (fraction, lo, hi)))  # fixed generator seed
+    one = run_score_distribution([2.0, math.nan], taus)  # NaN dropped: one run, so no band
+    assert one[0] == pytest.approx([1, 1, 1, 0, 0, 0]) and np.isnan(one[1]).all() and np.isnan(one[2]).all()
+    assert np.isnan(run_score_distribution([], taus)[0]).all()
+
+
+def test_performance_profile_draws_one_step_curve_per_group_with_its_band():
+    from bench import plots
+
+    finals = pd.DataFrame({"group": ["true reward"] * 3 + ["rlhp 50"] * 3,
+                           "value": [1.0, 2.0, 3.0, 0.0, 0.0, 4.0]})
+    fig = plots.performance_profile(finals, "value", "final return", ["true reward", "rlhp 50"], n_boot=500)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"true reward (3 runs)", "rlhp 50 (3 runs)"}
+
+    def at(label: str, tau: float) -> float:  # a steps-post curve's value at tau
+        line = lines[label]
+        x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+        assert line.get_drawstyle() == "steps-post"
+        return float(y[np.searchsorted(x, tau, side="right") - 1])
+
+    assert at("true reward (3 runs)", 1.5) == pytest.approx(2 / 3)
+    assert at("true reward (3 runs)", 3.0) == 0.0 and at("rlhp 50 (3 runs)", 3.0) == pytest.approx(1 / 3)
+    x = lines["rlhp 50 (3 runs)"].get_xdata()
+    assert at("rlhp 50 (3 runs)", x[0]) == 1.0 and at("rlhp 50 (3 runs)", x[-1]) == 0.0  # starts at 1, ends at 0
+    assert len(ax.collections) == 2  # one bootstrap band per group
+    assert ax.get_xlabel() == "τ: final return"
+    assert plots.performance_profile(finals.assign(value=math.nan), "value", "final return") is None

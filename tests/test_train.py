@@ -206,3 +206,27 @@ def test_continuous_and_mujoco_envs_run(tmp_path, env_id, algo):
     assert out["env_steps"] >= 640 and out["labels"] >= 2
     rows = metrics_rows(tmp_path / "r")
     assert rows and rows[-1]["reward/val_accuracy"] != "" or rows[-1]["losses/reward_train"] != ""
+
+
+@pytest.mark.parametrize("stop_after,fit", [(30, "sync"), (69, "sync"), (69, "background")])
+def test_resume_equals_the_uninterrupted_run(tmp_path, stop_after, fit):
+    """Stopped part-way (30: in the initial labels; 69: five updates into training) and resumed with
+    the same command: the same labels, metrics and parameters as one uninterrupted run."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    run_training(tiny(whole, reward_fit=fit))
+    calls = iter(range(10**6))
+    learner = Learner(tiny(cut, reward_fit=fit), should_stop=lambda: next(calls) >= stop_after)
+    assert learner.run()["stopped_early"]
+    learner.close()
+    resumed = Learner(tiny(cut, reward_fit=fit))
+    assert resumed.resume_count == 1 and resumed._env_restored
+    resumed.run()
+    resumed.close()
+    assert answers(cut) == answers(whole)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "charts/SPS"} for r in rows]  # noqa: E731
+    assert strip(metrics_rows(cut)) == strip(metrics_rows(whole))
+    sa = torch.load(complete_checkpoints(whole)[-1] / "state.pt", weights_only=False)["state"]
+    sb = torch.load(complete_checkpoints(cut)[-1] / "state.pt", weights_only=False)["state"]
+    for key in ("algo", "ensemble"):
+        for x, y in zip(_tensors(sa[key]), _tensors(sb[key]), strict=True):
+            assert torch.equal(x, y)

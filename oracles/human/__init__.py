@@ -20,10 +20,10 @@ from rlhp_core.label_store import LabelStore
 from rlhp_core.segments import Query
 
 from .server import ROUTE, TOKEN_ENV, LabelServer, check_token, serve, token_from
-from .tasks import task_for
+from .tasks import check_goal, task_for
 
-__all__ = ["HumanLabeler", "LabelServer", "LabelPortError", "serve", "task_for", "remembered_port", "check_token",
-           "token_from", "ROUTE", "TOKEN_ENV", "PORT_FILE"]
+__all__ = ["HumanLabeler", "LabelServer", "LabelPortError", "serve", "task_for", "check_goal", "remembered_port",
+           "check_token", "token_from", "ROUTE", "TOKEN_ENV", "PORT_FILE"]
 
 PORT_FILE = "label_server.json"
 """Written next to the run's status.json: ``{"port": N}``, the port the labeling page was last served
@@ -89,7 +89,9 @@ class HumanLabeler:
     token: required in the URL (then a cookie) when given, or when bound beyond loopback.
         None: ``$RLHP_LABEL_TOKEN`` if set (prefer it: a flag's value ends up in shell history
         and config files). The token is kept in memory only; nothing about it is written to disk.
-    env_id: the run's env (must match the store's); picks the page's one-line task.
+    env_id: the run's env (must match the store's); picks the page's one-line goal.
+    goal: what people are told to look for, instead of the env's usual line (``--goal``): the
+        behaviour to teach, which need not be the game's score (ValueError when empty).
     label_budget: shown as progress (None: read from status.json's ``label_budget``).
     status_path: the learner's status.json (default: next to the store).
     clip_dir: where encoded clips are cached (default: ``clips/`` next to the store).
@@ -106,14 +108,14 @@ class HumanLabeler:
     def __init__(self, store: LabelStore, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  env_id: str, label_budget: int | None = None, status_path: Path | None = None,
                  clip_dir: Path | None = None, fps: float | None = None, announce: bool = False,
-                 linger_s: float = 5.0):
+                 linger_s: float = 5.0, goal: str | None = None):
         status_path = Path(status_path) if status_path is not None else Path(store.path).parent / "status.json"
         port_file = status_path.parent / PORT_FILE
         remembered = remembered_port(status_path.parent) if port == 0 else 0
         try:
             self.server: LabelServer = serve(store, host=host, port=port or remembered, token=token_from(token),
                                              env_id=env_id, label_budget=label_budget, status_path=status_path,
-                                             clip_dir=clip_dir, route=ROUTE, fps=fps)
+                                             clip_dir=clip_dir, route=ROUTE, fps=fps, goal=goal)
         except OSError as err:
             raise LabelPortError(_port_trouble(host, port, remembered, port_file, err)) from err
         _remember_port(port_file, self.server.port)

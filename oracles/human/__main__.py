@@ -1,11 +1,12 @@
 """Serve the labeling page for an existing run from its own process.
 
     python -m oracles.human --run-dir runs/enduro-human [--host 127.0.0.1] [--port 8765] [--token T]
+        [--goal "Keep alongside other cars; don't pass them"]
     RLHP_LABEL_TOKEN=T python -m oracles.human --run-dir ...   (the token kept out of history and ps)
 
 Reads RUN_DIR/labels.sqlite (SQLite in WAL mode, so the learner can keep writing to it),
-RUN_DIR/status.json for the run's state, RUN_DIR/config.json (if present) for the label budget,
-and caches clips in RUN_DIR/clips. Stop with Ctrl-C: every answer the page showed as saved is
+RUN_DIR/status.json for the run's state, RUN_DIR/config.json (if present) for the label budget
+and the run's goal (its --goal), and caches clips in RUN_DIR/clips. Stop with Ctrl-C: every answer the page showed as saved is
 already in the store.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from rlhp_core.label_store import LabelStore, LabelStoreError
 
 from .server import ROUTE, TOKEN_ENV, serve, token_from
+from .tasks import check_goal
 
 
 def _stop(*_) -> None:
@@ -38,7 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--route", default=ROUTE,
                    help=f"label the queries routed to this labeler (default {ROUTE!r}; 'any' = every pending query)")
     p.add_argument("--fps", type=float, default=None, help="playback steps per second at 1x (default: per env)")
+    p.add_argument("--goal", default=None, metavar="TEXT",
+                   help="what people are told to look for, shown above the clips (default: the run's --goal from "
+                        "its config.json, else the env's usual line, e.g. Enduro's 'Pass as many cars as you can')")
     args = p.parse_args(argv)
+    if args.goal is not None:
+        try:
+            args.goal = check_goal(args.goal, "--goal")
+        except ValueError as err:
+            p.error(str(err))
 
     db = args.run_dir / "labels.sqlite"
     if not db.exists():
@@ -47,16 +57,25 @@ def main(argv: list[str] | None = None) -> int:
         store = LabelStore(db)
     except LabelStoreError as err:
         p.error(str(err))
-    budget = None
+    budget = goal = None
     try:
-        budget = json.loads((args.run_dir / "config.json").read_text()).get("label_budget")
+        config = json.loads((args.run_dir / "config.json").read_text())
+        budget = config.get("label_budget")
+        goal = (config.get("extra") or {}).get("goal")
     except (OSError, ValueError, AttributeError):
         pass
+    if args.goal is not None:
+        goal = args.goal
+    elif goal is not None:
+        try:
+            goal = check_goal(goal, f"{args.run_dir / 'config.json'}: extra.goal")
+        except ValueError as err:
+            p.error(f"{err}; pass --goal TEXT")
     try:
         server = serve(store, host=args.host, port=args.port, token=token_from(args.token), env_id=store.env_id,
                        label_budget=budget if isinstance(budget, int) else None,
                        status_path=args.run_dir / "status.json", clip_dir=args.run_dir / "clips",
-                       route=None if args.route == "any" else args.route, fps=args.fps)
+                       route=None if args.route == "any" else args.route, fps=args.fps, goal=goal)
     except ValueError as err:  # a malformed token, or a negative label budget in config.json
         p.error(str(err))
     except OSError as err:

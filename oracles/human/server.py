@@ -3,7 +3,9 @@
 Endpoints (JSON unless noted; every POST needs ``Content-Type: application/json``):
 
   GET  /                          the labeling page (static/index.html; static/app.js, static/style.css)
-  GET  /api/state                 env, task line, label counts, budget, the run's status.json,
+  GET  /api/state                 env, goal ("task"; "task_source": "run" for a --goal, "env" for the
+                                  env's usual line), label counts, budget, the run's status.json,
+                                  "frames" (why this run has no pictures, when it has none),
                                   "closing" (the run ended: the server is about to stop)
   POST /api/lease                 {client, have: [ids]} -> the next pair leased to this tab, or null
   POST /api/renew                 {client, ids} keep the pairs a tab holds leased while it shows them
@@ -47,7 +49,7 @@ from rlhp_core.label_store import LabelStore, LabelStoreError
 from rlhp_core.segments import ANSWERS
 
 from .clips import SIDES, ClipCache
-from .tasks import task_for
+from .tasks import check_goal, task_for
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +228,7 @@ class LabelServer:
     def __init__(self, store: LabelStore, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  env_id: str | None = None, label_budget: int | None = None, status_path: str | Path | None = None,
                  clip_dir: str | Path | None = None, route: str | None = ROUTE, fps: float | None = None,
-                 lease_ttl_s: float = LEASE_TTL_S):
+                 lease_ttl_s: float = LEASE_TTL_S, goal: str | None = None):
         if env_id is not None and env_id != store.env_id:
             raise ValueError(f"env_id {env_id!r} does not match the label store's env {store.env_id!r}")
         if label_budget is not None and label_budget < 0:
@@ -236,6 +238,8 @@ class LabelServer:
         self.store = store
         self.env_id = store.env_id
         self.task = task_for(self.env_id)
+        self.goal = check_goal(goal, "goal") if goal is not None else None
+        """The run's own goal (``--goal``), shown instead of the env's usual line."""
         self.fps = float(fps) if fps else self.task.fps
         self.label_budget = label_budget
         self.route = route
@@ -329,6 +333,19 @@ class LabelServer:
             return None
         return data if isinstance(data, dict) else None
 
+    def frames_problem(self) -> str | None:
+        """Why this run keeps no pictures of its clips, when it keeps none: the learner records in
+        env_info.json (next to status.json) whether its env could render (``"frames"``: e.g.
+        ``"unavailable: DependencyNotInstalled: pygame is not installed..."``). None when it can,
+        or when there is no env_info.json (a store served on its own)."""
+        try:
+            note = json.loads((self.status_path.parent / "env_info.json").read_text()).get("frames")
+        except (OSError, ValueError, AttributeError):
+            return None
+        if isinstance(note, str) and note.startswith("unavailable"):
+            return note.split(":", 1)[1].strip() or note
+        return None
+
     def state(self) -> dict:
         counts = self.store.counts()
         answers = self.store.current_answers()
@@ -343,8 +360,10 @@ class LabelServer:
         updated = status.get("updated_at") if status else None
         return {
             "env_id": self.env_id,
-            "task": self.task.text,
+            "task": self.goal or self.task.text,
+            "task_source": "run" if self.goal else "env",
             "fps": self.fps,
+            "frames": {"problem": self.frames_problem()},
             "label_budget": budget,
             "labels": {
                 "answered": sum(counts[a] for a in ANSWERS),

@@ -3,6 +3,10 @@
 The paper's raters got the goal in one line (Enduro: pass as many cars as you can and don't
 get passed). ``fps`` is the env's real-time rate in agent steps per second, so that speed 1x on
 the page is real time (Atari: 60 frames/s with frameskip 4 = 15 steps/s).
+
+The line is only a default: a run can tell people another goal (``--goal TEXT``), which is the
+point of learning from preferences, teaching a behaviour that no reward describes (Enduro: "keep
+alongside other cars" rather than pass them). See :func:`check_goal`.
 """
 
 from __future__ import annotations
@@ -41,6 +45,28 @@ _TASKS: dict[str, Task] = {
     "Reacher": Task("Touch the target with the arm's tip, and stay on it.", 50.0),
     "InvertedPendulum": Task("Keep the pole balanced upright.", 25.0),
 }
+
+
+MAX_GOAL_CHARS = 500
+"""A goal is read at a glance above the clips: a sentence or two, not a manual."""
+
+
+def check_goal(goal: object, source: str = "goal") -> str:
+    """``goal`` with its whitespace collapsed (one line), if a person can be shown it; ValueError
+    naming ``source`` (a flag) otherwise: empty, over MAX_GOAL_CHARS, or with control characters.
+    It is shown as text (never as HTML), so any other character is fine."""
+    if not isinstance(goal, str):
+        raise ValueError(f"{source} must be text, got {type(goal).__name__}")
+    text = " ".join(goal.split())
+    if not text:
+        raise ValueError(f"{source} {goal!r}: expected the goal people are told above the clips, e.g. "
+                         f"\"Keep alongside other cars; don't pass them\"; leave the flag out for the env's usual one")
+    if len(text) > MAX_GOAL_CHARS:
+        raise ValueError(f"{source}: {len(text)} characters, at most {MAX_GOAL_CHARS} (a sentence or two people "
+                         f"read at a glance)")
+    if not text.isprintable():
+        raise ValueError(f"{source} must be printable text (no control characters)")
+    return text
 
 
 def base_name(env_id: str) -> str:

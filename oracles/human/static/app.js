@@ -60,6 +60,7 @@ const S = {
   lastNow: null,
   offline: false,
   ended: false,     // the run closed this server (it said "closing"): no more pairs from it
+  pretrain: null,   // reward-model pretraining as seen here: {first, last: {epoch, t}, updates}, for its pace
 };
 
 // The token arrives once in the URL (?token=...): keep it for this tab, drop it from the address bar.
@@ -142,6 +143,10 @@ function setupClip(side, item) {
   const has = meta.frames > 0;
   canvas.hidden = !has;
   fig.querySelector(".noframes").hidden = has;
+  const problem = S.state && S.state.frames && S.state.frames.problem;
+  fig.querySelector(".noframes small").textContent = problem
+    ? "this run cannot draw its clips (see above): answer \u201cCan't tell\u201d"
+    : "the run kept no pictures of this segment";
   if (has) {
     canvas.width = meta.width;
     canvas.height = meta.height;
@@ -386,6 +391,7 @@ function updateState(st) {
   if (!st) return;
   S.state = st;
   S.fps = st.fps || 15;
+  notePretraining(st.status);
   S.authFailed = null;
   // The run is over and its server about to stop: pairs on screen can no longer be answered.
   // Sticky while the server is unreachable; a server that answers again (a resumed run) clears it.
@@ -405,8 +411,7 @@ function emptyMessage() {
   if (S.authFailed) return ["This page needs its token", S.authFailed];
   if (!st) return S.offline ? ["Can't reach the labeling server", "Is the run still going? Retrying…"] : ["Connecting…", ""];
   const L = st.labels, s = st.status || {}, budget = st.label_budget;
-  const stale = st.status_age_s !== null && st.status_age_s > 60 && s.phase !== "finished"
-    ? ` (The run last reported ${ago(st.status_age_s)}: is it still going?)` : "";
+  const stale = isStale(st) ? ` (The run last reported ${ago(st.status_age_s)}: is it still going?)` : "";
   const saved = "Every answer this page showed as saved is in the run's label store.";
   if (s.phase === "finished" && (S.ended || S.offline))
     return ["The run has finished. Thank you!", `${saved} The labeling server has stopped with it.`];
@@ -420,11 +425,56 @@ function emptyMessage() {
     return ["Every waiting pair is open elsewhere", `${L.pending_for_people} pair(s) are being labeled in other tabs or by other people; this page takes the next one as soon as it is free.`];
   if (s.phase === "initial labels")
     return ["The agent is collecting new clips…", "It plays with its untrained policy first; the first pairs appear here in a moment." + stale];
-  if (s.phase === "pretraining reward model")
-    return ["The reward model is learning from the first labels…", "Reinforcement learning starts next; new pairs follow, and appear here automatically." + stale];
+  if (s.phase === "pretraining reward model") {
+    const next = "Reinforcement learning starts next; new pairs follow, and appear here automatically.";
+    const p = pretrainProgress(s);
+    if (!p) return ["The reward model is learning from the first labels…", next + stale];
+    const left = pretrainLeft(p);
+    return ["The reward model is learning from the first labels…",
+      `Pretraining the reward model: epoch ${fmt(p.epoch)} of ${fmt(p.total)}` + (left ? ` (${left})` : "") + `. ${next}` + stale];
+  }
   if (s.phase === "training")
     return ["The agent is collecting new clips…", "It asks for fewer labels as training goes on; the next pair appears here automatically." + stale];
   return ["No pair is waiting right now", "New pairs appear here as soon as the run asks for them." + stale];
+}
+
+// Reward-model pretraining reports its epoch every few epochs (status.json), which at the paper's
+// Atari settings can be many minutes apart: its pace, seen from here, sets what counts as stale.
+function pretrainProgress(s) {
+  const epoch = s && s.pretrain_epoch, total = s && s.pretrain_epochs;
+  if (typeof epoch !== "number" || typeof total !== "number" || total <= 0) return null;
+  return { epoch, total };
+}
+
+function notePretraining(s) {
+  const p = s && s.phase === "pretraining reward model" ? pretrainProgress(s) : null;
+  if (!p || typeof s.updated_at !== "number") { S.pretrain = null; return; }
+  const seen = { epoch: p.epoch, t: s.updated_at, total: p.total };
+  const P = S.pretrain;
+  if (!P || p.epoch < P.last.epoch || p.total !== P.last.total) S.pretrain = { first: seen, last: seen, updates: 1 };
+  else if (p.epoch > P.last.epoch) { P.last = seen; P.updates += 1; }
+}
+
+function pretrainLeft(p) {
+  const P = S.pretrain;
+  if (!P || P.updates < 2 || P.last.t <= P.first.t) return "";
+  const perEpoch = (P.last.t - P.first.t) / (P.last.epoch - P.first.epoch);
+  const s = Math.max(0, (p.total - p.epoch) * perEpoch);
+  if (s < 90) return "about a minute left";
+  if (s < 5400) return `about ${Math.round(s / 60)} min left`;
+  return `about ${(s / 3600).toFixed(1)} h left`;
+}
+
+function isStale(st) {
+  const s = st.status;
+  if (!s || s.phase === "finished" || st.status_age_s === null || st.status_age_s === undefined) return false;
+  let after = 60;
+  if (s.phase === "pretraining reward model") {
+    const P = S.pretrain;
+    after = P && P.updates >= 2 && P.last.t > P.first.t ? Math.max(60, 2.5 * (P.last.t - P.first.t) / (P.updates - 1) + 30)
+      : 1800; // until its pace is known: pretraining reports every few epochs, which can take many minutes
+  }
+  return st.status_age_s > after;
 }
 
 function render() {
@@ -440,6 +490,10 @@ function render() {
     $("empty-detail").textContent = detail;
     $("frame").textContent = "";
   }
+  const p = st && !labeling && st.status && st.status.phase === "pretraining reward model" && !S.ended && !S.offline
+    ? pretrainProgress(st.status) : null;
+  $("empty-progress").hidden = !p;
+  if (p) $("empty-progress-bar").style.width = `${Math.min(100, (100 * p.epoch) / p.total)}%`;
   for (const b of document.querySelectorAll("button[data-answer]")) b.disabled = !labeling || S.saving || S.undoing;
   $("undo").disabled = !S.undo.length || S.saving || S.undoing || S.ended;
   $("pause-label").textContent = S.paused ? "Play" : "Pause";
@@ -448,7 +502,14 @@ function render() {
   $("by-you").textContent = fmt(S.done);
   if (!st) return;
   $("env").textContent = st.env_id;
-  $("task").textContent = st.task;
+  $("task").textContent = st.task; // text, never HTML: a run's --goal is shown as typed
+  $("task-note").hidden = st.task_source !== "run";
+  const problem = st.frames && st.frames.problem;
+  $("frames-problem").hidden = !problem;
+  if (problem) {
+    $("frames-problem").textContent = `This run cannot draw its clips, so there are no pictures to compare: ${problem}. ` +
+      "Answer \u201cCan't tell\u201d for pairs without pictures; once that is fixed, rerun the same command: the run resumes, and pairs it asks for from then on have pictures.";
+  }
   const L = st.labels;
   $("answered").textContent = fmt(L.answered);
   $("budget").textContent = st.label_budget ? fmt(st.label_budget) : "no budget set";
@@ -471,7 +532,7 @@ function render() {
       ? "none finished yet" : Number(s.episode_return).toFixed(1);
     $("run-labels").textContent = `${fmt(s.labels_answered)} · ${fmt(s.labels_pending)} pending`;
     $("updated").textContent = ago(st.status_age_s);
-    $("updated").classList.toggle("stale", st.status_age_s > 60 && s.phase !== "finished");
+    $("updated").classList.toggle("stale", isStale(st));
   } else {
     phase.textContent = "no status";
     phase.dataset.phase = "";
