@@ -269,8 +269,14 @@ def run_score_distribution(values, taus, *, n_boot: int = stats.N_BOOT, level: f
     fraction = (x[:, None] > taus[None, :]).mean(axis=0)
     if len(x) < 2:
         return fraction, np.full(taus.shape, math.nan), np.full(taus.shape, math.nan)
-    boot = x[np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))]
-    fractions = np.stack([(boot > tau).mean(axis=1) for tau in taus], axis=1)  # (n_boot, taus)
+    # A resample is how often it drew each run. With the runs sorted, those above tau are the ones from
+    # searchsorted(tau) on, so a resample's fraction above every tau is a suffix sum of its draw counts.
+    n, x = len(x), np.sort(x)
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    counts = np.bincount((draws + n * np.arange(n_boot)[:, None]).ravel(), minlength=n_boot * n).reshape(n_boot, n)
+    above = np.zeros((n_boot, n + 1))
+    above[:, :n] = counts[:, ::-1].cumsum(axis=1)[:, ::-1]  # above[:, k]: draws of the runs k..n-1
+    fractions = above[:, np.searchsorted(x, taus, side="right")] / n  # (n_boot, taus)
     lo, hi = np.percentile(fractions, [100 * (1 - level) / 2, 100 * (1 + level) / 2], axis=0)
     return fraction, lo, hi
 
@@ -305,13 +311,14 @@ def performance_profile(finals: pd.DataFrame, key: str, label: str, order: list[
     fig, ax = plt.subplots(figsize=(8.5, 4.4 + 0.3 * -(-len(groups) // 3)), constrained_layout=True)
     palette = group_palette(groups)
     taus = profile_taus(data["score"])
+    shade = 0.15 if len(groups) <= 4 else 0.07  # many overlapping bands would hide the curves
     for group in groups:
         scores = data.loc[data["group"] == group, "score"].to_numpy()
         fraction, lo, hi = run_score_distribution(scores, taus, n_boot=n_boot)
         color, runs = palette[group], f"{len(scores)} run" + ("s" if len(scores) != 1 else "")
         ax.plot(taus, fraction, drawstyle="steps-post", color=color, linewidth=2, label=f"{group} ({runs})")
         if np.isfinite(lo).any():
-            ax.fill_between(taus, lo, hi, step="post", color=color, alpha=0.15, linewidth=0)
+            ax.fill_between(taus, lo, hi, step="post", color=color, alpha=shade, linewidth=0)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(taus[0], taus[-1])
     ax.set_xlabel(f"τ: {label}")

@@ -262,8 +262,9 @@ def describe(summary: dict) -> str:
     """The summary as the lines the command prints."""
     s = summary
     mode = "deterministic" if s["deterministic"] else "stochastic"
-    lines = [f"{s['env_id']}: {s['algo']} on {s['reward']} reward, checkpoint at step {s['checkpoint_step']:,}; "
-             f"{s['episodes']} episodes, {mode}, seed {s['seed']} ({s['num_envs']} envs)"]
+    head = (f"{s['env_id']}: {s['algo']} on {s['reward']} reward, checkpoint at step {s['checkpoint_step']:,}; "
+            f"{s['episodes']} episodes, {mode}, seed {s['seed']} ({s['num_envs']} envs)")
+    lines = [head]
 
     def row(name: str, d: dict) -> str:
         return f"  {name:<9} mean {d['mean']:10.2f}  std {d['std']:9.2f}  min {d['min']:10.2f}  max {d['max']:10.2f}"

@@ -35,8 +35,8 @@ from .envs import VecEnv, make_vec_env
 from .reward_model import RewardEnsemble
 from .rl import RLSettings, make_algo
 
-__all__ = ["RunError", "TrainedPolicy", "RunEnv", "read_config", "load_policy", "load_reward_model",
-           "make_vec_env_for", "make_env", "real_time_fps"]
+__all__ = ["RunEnv", "RunError", "TrainedPolicy", "load_policy", "load_reward_model", "make_env", "make_vec_env_for",
+           "read_config", "real_time_fps"]
 
 
 class RunError(ValueError):
@@ -115,7 +115,7 @@ class RunEnv(gym.Env):
     ``rgb`` backend, whose observations differ from ``native``'s at flickering pixels (rlhp_core/envs.py).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}  # noqa: RUF012 - gymnasium's own convention
 
     def __init__(self, vec: VecEnv, render_mode: str | None = None):
         if vec.num_envs != 1:
@@ -274,7 +274,7 @@ def _ensemble_state(source: Path) -> tuple[TrainConfig, dict, str]:
 def _load_state_file(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
-    except Exception as exc:  # torch raises many types for a truncated or alien file
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a truncated or alien file
         raise RunError(f"{path} is not a readable reward model ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or "signature" not in state:
         raise RunError(f"{path} is not a RewardEnsemble state dict (no 'signature')")

@@ -51,10 +51,15 @@ optional_package() {
 }
 
 # -- the main job --------------------------------------------------------------------------------
-if [ ! -x .venv/bin/python ]; then
+if [ ! -x .venv/bin/python ] && ! python3 -m venv .venv; then
+  rm -rf .venv
+  # a bare Debian image lacks Python's venv module (ensurepip): as root, add it; otherwise say how
+  if [ "$is_root" = 1 ]; then
+    optional_package python3-venv "needed to make .venv"
+  fi
   python3 -m venv .venv || {
-    echo "error: python3 -m venv failed; install Python's venv module (Debian: apt-get install python3-venv)" >&2
     rm -rf .venv
+    echo "error: python3 -m venv failed; install Python's venv module (Debian: apt-get install python3-venv)" >&2
     exit 1
   }
 fi

@@ -60,6 +60,7 @@ def test_a_failed_fit_is_raised_in_the_loop_and_one_fit_at_a_time():
     fitter.install(live)
 
 
+@pytest.mark.slow  # four learner runs: 65 s on a busy 2-core box
 def test_background_runs_are_reproducible_and_resume(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     run_training(tiny(a, reward_fit="background"))

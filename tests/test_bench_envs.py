@@ -23,6 +23,8 @@ from rlhp_core.envs import _default_threads, make_vec_env
 
 torch.set_num_threads(1)
 
+pytestmark = pytest.mark.slow  # 16 Enduro envs built and stepped three ways: 27 s on a busy 2-core box
+
 NUM_ENVS = 16
 STEPS = 50
 ENDURO = "ALE/Enduro-v5"

@@ -240,6 +240,7 @@ def _enabled(config) -> bool:
     return bool(config.getoption("benchmark_enable", False) or not config.getoption("benchmark_disable", False))
 
 
+@pytest.mark.slow  # the whole Enduro loop, 16 envs: 130 s on a busy 2-core box
 @pytest.mark.parametrize("switches", [{}, {"reward_fit": "background", "reward_dtype": "bfloat16"}],
                          ids=["default", "background+bf16"])
 def test_bench_enduro_loop_vs_raw_emulator(benchmark, request, switches):

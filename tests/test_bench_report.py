@@ -181,6 +181,7 @@ def test_teacher_family_names_the_knob_that_departs_from_rational():
     assert teacher_family("nonsense", env)[0] == "?"
 
 
+@pytest.mark.slow  # a teacher-axis sweep and its label stores: 27 s on a busy 2-core box
 def test_noise_sweep_report_per_teacher_with_label_statistics(tmp_path, capsys):
     from bench.report import main as report
     from bench.sweep import main as sweep

@@ -368,6 +368,7 @@ def test_rerunning_with_other_settings_is_refused(grid_sweep, fake, capsys):
     assert "env_steps: study has 40000, asked 80000" in err and "--study NAME" in err
 
 
+@pytest.mark.slow  # crash and resume: 18 s on a busy 2-core box
 def test_interrupted_and_crashed_cells_are_resumed_by_rerunning(tmp_path, fake, monkeypatch, capsys):
     import optuna
 
@@ -436,6 +437,7 @@ def _start_hanging_worker(tmp_path: Path, d: Path, argv: list[str]) -> subproces
     return proc
 
 
+@pytest.mark.slow  # kill -9 a worker, wait out its heartbeat: 18 s on a busy 2-core box
 def test_a_killed_workers_trial_is_retried_and_resumes_its_run(tmp_path, fake):
     """kill -9 a worker mid-trial; after the grace period the rerun fails it and runs a retry
     that reopens the same run directory and MLflow run."""
@@ -464,6 +466,7 @@ def test_a_killed_workers_trial_is_retried_and_resumes_its_run(tmp_path, fake):
     assert summary["resumed_from"] >= 20_000  # the learner continued where the killed worker left off
 
 
+@pytest.mark.slow  # kill -9 a worker: 17 s on a busy 2-core box
 def test_a_rerun_within_the_grace_period_waits_for_the_dead_workers_trial(tmp_path, fake, capsys):
     """kill -9 a worker and rerun at once: its trial is still RUNNING (its heartbeat is fresh), but its
     worker holds no lock, so the rerun says so, waits for the heartbeat to go stale and retries it,
@@ -474,7 +477,7 @@ def test_a_rerun_within_the_grace_period_waits_for_the_dead_workers_trial(tmp_pa
 
     d = tmp_path / "sweep"
     argv = small(d, "--seeds", "1", "--methods", "rlhp", "--budgets", "50", "--heartbeat-interval", "1",
-                 "--grace-period", "3")
+                 "--grace-period", "12")  # long enough that the rerun starts inside it on a busy box
     proc = _start_hanging_worker(tmp_path, d, argv)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -488,6 +491,7 @@ def test_a_rerun_within_the_grace_period_waits_for_the_dead_workers_trial(tmp_pa
     assert not list(d.glob(".quick.worker.*"))  # the dead worker's liveness file is cleared, this one's too
 
 
+@pytest.mark.slow  # kill -9 a worker: 11 s on a busy 2-core box
 def test_a_worker_with_nothing_left_names_the_live_workers_still_running(tmp_path, fake, capsys):
     from bench.sweep import main
 

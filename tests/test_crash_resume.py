@@ -19,10 +19,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from rlhp_core.checkpoint import complete_checkpoints
 from rlhp_core.label_store import LabelStore
+
+pytestmark = pytest.mark.slow  # a real learner run of 12k steps, killed three times on the way
 
 BUDGET, INITIAL, STEPS = 400, 200, 12_288
 """The initial labels take ~4.3k of the steps (6 queries per 128 agent steps), training the rest."""

@@ -447,6 +447,7 @@ def _start_cli(run_dir: Path, port: int) -> subprocess.Popen:
     raise AssertionError(f"server did not start: {proc.communicate()}")
 
 
+@pytest.mark.slow  # kill -9 the server, restart it: 20 s on a busy 2-core box
 def test_cli_killed_and_restarted_loses_nothing(store, run_dir):
     store.add_queries(make_queries(3), route="human")
     (run_dir / "config.json").write_text(json.dumps({"label_budget": 290}))
@@ -647,7 +648,9 @@ def test_browser_server_restart_loses_nothing(page, store, run_dir):
 
 @pytest.mark.browser
 def test_browser_two_tabs_never_share_a_pair(browser, labeler, store):
-    labeler.post(store, make_queries(3), env_step=0)
+    # 4 pairs: each tab holds 2 (the one shown and the next), whichever tab asks first; with 3 the
+    # second tab to ask could hold only one and have nothing to show after answering it
+    labeler.post(store, make_queries(4), env_step=0)
     tabs = [browser.new_context(viewport={"width": 1280, "height": 800}).new_page() for _ in range(2)]
     try:
         for t in tabs:

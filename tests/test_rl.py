@@ -109,6 +109,7 @@ def tail_mean(returns: list[float], k: int = 20) -> float:
 # -------------------------------------------------------------------------------------------------
 # Learning (honest thresholds, measured against a random policy)
 # -------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # a learning test: 16 s on a busy 2-core box
 def test_ppo_learns_cartpole():
     # CleanRL's classic-control PPO (4 envs x 128 steps, 4 epochs x 4 minibatches) at lr 1e-3.
     # Observed last-20 mean return: 379-469 (seeds 0-3, 60k steps); 160-421 (seeds 0-2, 50k). Random ~22.
@@ -119,6 +120,7 @@ def test_ppo_learns_cartpole():
     assert tail_mean(returns) >= 150, (tail_mean(returns), random)
 
 
+@pytest.mark.slow  # a learning test: 14 s per case on a busy 2-core box
 @pytest.mark.parametrize("rms_tf_like, lr", [(False, 7e-4), (True, 7e-3)])
 def test_a2c_learns_cartpole(rms_tf_like, lr):
     # The paper's A2C settings (5 steps, entropy 0.01, RMSProp alpha 0.99 eps 1e-5) with 8 envs.

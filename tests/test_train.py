@@ -38,6 +38,7 @@ def answers(run_dir):
     return out
 
 
+@pytest.mark.slow  # three learner runs: 30 s on a busy 2-core box
 def test_same_seed_same_labels_losses_parameters(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     run_training(tiny(a))
@@ -208,6 +209,7 @@ def test_continuous_and_mujoco_envs_run(tmp_path, env_id, algo):
     assert rows and rows[-1]["reward/val_accuracy"] != "" or rows[-1]["losses/reward_train"] != ""
 
 
+@pytest.mark.slow  # two learner runs per case: 28 s each on a busy 2-core box
 @pytest.mark.parametrize("stop_after,fit", [(30, "sync"), (69, "sync"), (69, "background")])
 def test_resume_equals_the_uninterrupted_run(tmp_path, stop_after, fit):
     """Stopped part-way (30: in the initial labels; 69: five updates into training) and resumed with

@@ -6,7 +6,8 @@
 
 Reads RUN_DIR/labels.sqlite (SQLite in WAL mode, so the learner can keep writing to it),
 RUN_DIR/status.json for the run's state, RUN_DIR/config.json (if present) for the label budget
-and the run's goal (its --goal), and caches clips in RUN_DIR/clips. Stop with Ctrl-C: every answer the page showed as saved is
+and the run's goal (its --goal), RUN_DIR/env_info.json for why clips have no pictures (if so),
+and caches clips in RUN_DIR/clips. Stop with Ctrl-C: every answer the page showed as saved is
 already in the store.
 """
 
