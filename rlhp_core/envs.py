@@ -660,10 +660,19 @@ class GymVecEnv(VecEnv):
         """The sub-envs pickled whole (their physics state and seeded generators; with SAME_STEP
         autoreset nothing else in the vector env carries over a step), or None for envs that do not
         pickle (e.g. MuJoCo's native handles)."""
+        # classic control keeps its pygame window in screen/clock/surf, which do not pickle: they are
+        # pickled as None (the restored env opens new ones at its first render)
+        held = [(e.unwrapped, {k: e.unwrapped.__dict__[k] for k in ("screen", "clock", "surf") if k in e.unwrapped.__dict__})
+                for e in self._env.envs]
+        for env, attrs in held:
+            env.__dict__.update(dict.fromkeys(attrs))
         try:
             return pickle.dumps((self._env.envs, self._ep_return, self._ep_length))
         except (pickle.PicklingError, TypeError, AttributeError, ValueError):
             return None
+        finally:
+            for env, attrs in held:
+                env.__dict__.update(attrs)
 
     def set_state(self, state: bytes) -> None:
         envs, self._ep_return, self._ep_length = pickle.loads(state)  # noqa: S301 - our own checksummed checkpoint
