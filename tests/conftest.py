@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -24,3 +26,11 @@ def make_segment(rng: np.random.Generator, length: int = 5, obs_shape=(3,), rewa
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """An empty run directory (the labeling page's and the learner's tests share it)."""
+    d = tmp_path / "run"
+    d.mkdir()
+    return d

@@ -72,13 +72,6 @@ def write_status(path: Path, **over) -> dict:
 
 
 @pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "run"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
 def store(run_dir: Path) -> LabelStore:
     return LabelStore(run_dir / "labels.sqlite", env_id=ENV, obs_shape=OBS)
 

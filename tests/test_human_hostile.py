@@ -31,13 +31,6 @@ from test_human import (  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "run"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
 def store(run_dir: Path) -> LabelStore:
     return LabelStore(run_dir / "labels.sqlite", env_id=ENV, obs_shape=(4,))
 

@@ -40,13 +40,6 @@ PYGAME_MISSING = ('unavailable: DependencyNotInstalled: pygame is not installed,
                   '`pip install "gymnasium[classic-control]"`')
 
 
-@pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "run"
-    d.mkdir()
-    return d
-
-
 def cartpole_store(run_dir: Path) -> LabelStore:
     return LabelStore(run_dir / "labels.sqlite", env_id=CARTPOLE, obs_shape=(4,))
 
