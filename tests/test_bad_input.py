@@ -302,7 +302,8 @@ def test_the_token_never_reaches_the_config(monkeypatch):
     from oracles.human import TOKEN_ENV
     from rlhp_core.cli import _checked_config
 
-    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    monkeypatch.setenv(TOKEN_ENV, "unset-after-the-test")  # so that teardown removes what the CLI sets
+    monkeypatch.delenv(TOKEN_ENV)
     cfg = _checked_config(["--env-id", "CartPole-v1", "--run-dir", "unused", "--token", "abcd1234"])
     assert "token" not in cfg.extra and "abcd1234" not in cfg.to_json()
     assert os.environ[TOKEN_ENV] == "abcd1234"
