@@ -79,6 +79,30 @@ def return_by_budget(curves: pd.DataFrame, *, baseline: str = "true-reward"):
     return fig
 
 
+def return_by_method(curves: pd.DataFrame, *, baseline: str = "true-reward"):
+    """The ablations side by side: one panel per label budget, one line per method (the true-reward
+    baseline in each), seeds shaded min-max; the paper's Figure 5 layout. None with one method."""
+    methods = list(dict.fromkeys(m for m in curves["method"] if m != baseline))
+    budgets = sorted(b for b in set(curves.loc[curves["method"] != baseline, "budget"]))
+    if len(methods) < 2 or not budgets:
+        return None
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, len(budgets), figsize=(max(7.0, 5.0 * len(budgets)), 4.4), squeeze=False,
+                             sharey=True, constrained_layout=True)
+    order = methods + ([baseline] if baseline in set(curves["method"]) else [])
+    palette = dict(zip(methods, sns.color_palette("tab10", len(methods))))
+    palette[baseline] = (0.2, 0.2, 0.2)
+    for ax, budget in zip(axes.flat, budgets):
+        part = curves[(curves["budget"] == budget) | (curves["method"] == baseline)]
+        sns.lineplot(data=part, x="env_steps", y=RETURN, hue="method", estimator="mean", errorbar=("pi", 100),
+                     hue_order=[m for m in order if m in set(part["method"])], palette=palette, ax=ax)
+        ax.set_title(f"{budget:,} labels")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("episode return (true)")
+    fig.suptitle("Ablations per label budget\n(line: mean over seeds; shaded: min to max over seeds)", fontsize=11)
+    return fig
+
+
 def labels_over_training(curves: pd.DataFrame):
     """Labels answered over training: one panel per method, one line per budget."""
     sns.set_theme(style="whitegrid", context="notebook")

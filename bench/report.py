@@ -26,6 +26,8 @@ metric history when the run directory is on another machine), and writes to --ou
                                   entropy, reward validation accuracy, equal share)
     running_trials.png            a sweep in progress: the running trials' curves so far
     return_by_budget.png          episode return over training, one line per budget, seeds shaded
+    return_by_method.png          the ablations side by side: one panel per budget, one line per
+                                  method (two or more label-using methods)
     labels_over_training.png      labels answered over training
     final_returns.png             final return per budget and method (grid) / search_history.png
     README.md                     the commands, date, machine, package versions, env settings
@@ -860,6 +862,9 @@ def _grid_results(trials, sweep_dir, client, figs: _Figures):
     if curves[RETURN].notna().any():
         figs.add(plots.return_by_budget(curves[curves[RETURN].notna()]), "return_by_budget.png",
                  "Episode return over training, per label budget")
+        by_method = plots.return_by_method(curves[curves[RETURN].notna()])
+        if by_method is not None:
+            figs.add(by_method, "return_by_method.png", "Ablations side by side, one panel per label budget")
     if curves[LABELS].notna().any():
         figs.add(plots.labels_over_training(curves), "labels_over_training.png", "Labels gathered over training")
     if len(done):

@@ -18,6 +18,7 @@ by itself (only the fluent ``mlflow.start_run`` does).
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import functools
 import getpass
@@ -203,6 +204,21 @@ class Tracker:
         for i in range(0, len(batch), 1000):
             self.client.log_batch(run_id, metrics=batch[i:i + 1000])
 
+    def log_episodes(self, run_id: str, run_dir: Path, step: int) -> None:
+        """Each episode the learner wrote to episodes.csv with its metrics row at ``step`` (call it
+        from on_metrics), as ``charts/episode_return`` (and ``charts/episode_gained`` / ``_lost``)
+        at the agent step the episode ended: a curve with a point per episode, not per log window."""
+        path = Path(run_dir) / "episodes.csv"
+        if not path.is_file():
+            return
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("env_steps") == str(step)]
+        now = int(time.time() * 1000)
+        batch = [Metric(f"charts/episode_{k}", float(r[k]), now, int(r["end_step"]))
+                 for r in rows for k in ("return", "gained", "lost") if r.get(k) not in (None, "")]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(run_id, metrics=batch[i:i + 1000])
+
     def end(self, run_id: str, status: str) -> None:
         """status: FINISHED, FAILED or KILLED (pruned or interrupted)."""
         self.client.set_terminated(run_id, status=status)
@@ -249,7 +265,11 @@ class Tracker:
           ``python -m rlhp_core.evaluate`` take the downloaded folder) and ``policy.pt`` (that
           checkpoint's policy network alone, :func:`write_policy`);
         - ``run/``: config.json, env_info.json, metrics.csv, status.json, and summary.json from ``summary``;
-        - ``plots/learning_curves.png``, ``labels/labels.sqlite`` (a consistent snapshot), up to six clips.
+        - ``plots/learning_curves.png``, ``labels/labels.sqlite`` (a consistent snapshot), up to six clips;
+        - when the run has ended (``summary`` given): ``evaluation/agent.gif``, the trained agent
+          playing one deterministic episode (up to ``AGENT_VIDEO_FRAMES`` frames), and
+          ``evaluation/evaluation.json``, that episode's return, length and counters; its return is
+          also the metric ``eval/return`` (:func:`log_agent_video`).
         """
         skipped = []
         metrics_csv = run_dir / "metrics.csv"
@@ -285,10 +305,35 @@ class Tracker:
         clips = sorted(p for ext in ("mp4", "gif", "webm") for p in run_dir.rglob(f"*.{ext}"))
         for clip in clips[:6]:
             skipped.append(self.log_file(run_id, clip, "clips", max_mb=max_mb))
+        if summary is not None:
+            skipped.append(self.log_agent_video(run_id, run_dir, max_mb=max_mb))
         skipped = [s for s in skipped if s]
         if skipped:
             self.set_tags(run_id, {"rlhp.artifacts_skipped": "; ".join(skipped)})
         return skipped
+
+    def log_agent_video(self, run_id: str, run_dir: Path, *, max_mb: float) -> str | None:
+        """The trained agent on video (rlhp_core.evaluate, one deterministic episode) and its numbers,
+        under ``evaluation/``. Returns why not, where it could not be made (no policy yet, an env
+        that renders no frames)."""
+        from rlhp_core.evaluate import evaluate
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                ev = evaluate(run_dir, episodes=1, num_envs=1, video=Path(tmp) / "agent.gif",
+                              video_frames=AGENT_VIDEO_FRAMES)
+            except Exception as exc:  # noqa: BLE001 - a run without a video is still a run
+                return f"evaluation/agent.gif: {type(exc).__name__}: {exc}"
+            record = {k: v for k, v in ev.items() if k not in ("env_info", "run_dir", "video")}
+            (Path(tmp) / "evaluation.json").write_text(json.dumps(_jsonable(record), indent=2) + "\n")
+            self.log_metrics(run_id, int(ev["checkpoint_step"]), {"eval/return": ev["return"]["mean"],
+                                                                 "eval/length": ev["length"]["mean"]})
+            self.log_file(run_id, Path(tmp) / "evaluation.json", "evaluation", max_mb=max_mb)
+            return self.log_file(run_id, Path(tmp) / "agent.gif", "evaluation", max_mb=max_mb)
+
+
+AGENT_VIDEO_FRAMES = 600
+"""Frames of the trained agent's video logged with a finished run (20 s of Atari at 30 fps)."""
 
 
 def _jsonable(obj):
@@ -396,6 +441,7 @@ def track_training(train_fn: Callable[..., dict], cfg, *, tracking_uri: str, exp
     def on_metrics(step: int, metrics: dict[str, float]) -> None:
         record_run_id()
         tracker.log_metrics(run_id, step, metrics)
+        tracker.log_episodes(run_id, run_dir, step)
 
     def log_env_info() -> None:
         try:

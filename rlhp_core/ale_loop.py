@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import pickle
 import signal
 import traceback
 import weakref
@@ -374,6 +375,29 @@ class _EnvGroup:
         if self.measure is not None:
             self.odometer[:] = self._read_odometer(range(len(self.ales)))
 
+    def get_state(self) -> list[dict]:
+        """Per env: the emulator with its random generator (sticky actions), the no-op generator,
+        the two raw frames native keeps, the odometer reading and the frames elapsed."""
+        return [{"ale": ale.cloneState(include_rng=True), "noops": self.noops[j].mt.get_state(),
+                 "gray": self.gray[j].copy(), "rgb": None if self.rgb is None else self.rgb[j].copy(),
+                 "odometer": int(self.odometer[j]), "elapsed": self.elapsed[j]}
+                for j, ale in enumerate(self.ales)]
+
+    def set_state(self, states: list[dict]) -> None:
+        if len(states) != len(self.ales):
+            raise ValueError(f"env state for {len(states)} envs given to a group of {len(self.ales)}")
+        if any((st["rgb"] is None) != (self.rgb is None) for st in states):
+            raise ValueError("env state was saved with keep_frames different from this env's")
+        for j, (ale, st) in enumerate(zip(self.ales, states)):
+            ale.loadROM(self.rom)
+            ale.restoreState(st["ale"])
+            self.noops[j].mt.set_state(st["noops"])
+            self.gray[j] = st["gray"]
+            if self.rgb is not None:
+                self.rgb[j] = st["rgb"]
+            self.odometer[j] = st["odometer"]
+            self.elapsed[j] = st["elapsed"]
+
     def step(self) -> None:
         actions = self.out["actions"]
         reward, terminated, truncated = self.out["reward"], self.out["terminated"], self.out["truncated"]
@@ -426,8 +450,7 @@ def _worker(conn, buffer, specs: dict, group_args: tuple, group_kwargs: dict) ->
         if command == "close":
             return
         try:
-            getattr(group, command)(*args)
-            conn.send(("ok", None))
+            conn.send(("ok", getattr(group, command)(*args)))
         except BaseException:
             conn.send(("error", traceback.format_exc()))
 
@@ -524,7 +547,8 @@ class AleLoopVecEnv(VecEnv):
         buffer = ctx.RawArray("B", size)
         self._out = _views(buffer, self._specs)
         bounds = np.linspace(0, self.num_envs, num_workers + 1).round().astype(int)
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
+        self._bounds = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+        for lo, hi in self._bounds:
             parent, child = ctx.Pipe()
             args = (child, buffer, self._specs, (game, int(lo), int(hi)), group_kwargs)
             proc = ctx.Process(target=_worker, args=args, daemon=True, name=f"ale_loop[{lo}:{hi}]")
@@ -561,15 +585,41 @@ class AleLoopVecEnv(VecEnv):
             raise RuntimeError("ale_loop worker error: " + "\n".join(errors))
         return replies
 
-    def _run(self, command: str, *args) -> None:
+    def _run(self, command: str, *args) -> list:
+        """``command`` on every env group; their return values, in env order."""
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
         if self._group is not None:
-            getattr(self._group, command)(*args)
-            return
+            return [getattr(self._group, command)(*args)]
         for conn in self._conns:
             conn.send((command, *args))
-        self._gather()
+        return self._gather()
+
+    def get_state(self) -> bytes | None:
+        """The emulators (ALE's cloneState with its random generator), the preprocessing's frames
+        and counters, the frame stacks and the episode tallies: a run resumed from it continues
+        these very episodes, bit for bit. None before the first reset."""
+        if self._needs_reset:
+            return None
+        per_env = [st for group in self._run("get_state") for st in group]
+        return pickle.dumps({"envs": per_env, "stack": self._stack.copy(), "ep_return": self._ep_return.copy(),
+                             "ep_length": self._ep_length.copy()})
+
+    def set_state(self, state: bytes) -> None:
+        saved = pickle.loads(state)  # noqa: S301 - our own checksummed checkpoint
+        envs = saved["envs"]
+        if len(envs) != self.num_envs:
+            raise ValueError(f"env state holds {len(envs)} envs, this run has {self.num_envs}")
+        if self._group is not None:
+            self._group.set_state(envs)
+        else:  # each worker its own slice (the split may differ from the saving run's)
+            for conn, (lo, hi) in zip(self._conns, self._bounds):
+                conn.send(("set_state", envs[lo:hi]))
+            self._gather()
+        self._stack[:] = saved["stack"]
+        self._ep_return[:] = saved["ep_return"]
+        self._ep_length[:] = saved["ep_length"]
+        self._needs_reset = False
 
     def reset(self, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= 2**31 - self.num_envs:

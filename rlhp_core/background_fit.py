@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import threading
 
+from .fit_schedule import FitJob
 from .reward_model import PreferenceDataset, RewardEnsemble
 
 
@@ -49,15 +50,16 @@ class BackgroundFit:
     def running(self) -> bool:
         return self._thread is not None
 
-    def start(self, dataset: PreferenceDataset, comparisons: int) -> None:
-        """Train on ``dataset`` (which must not change until the fit ends) for ``comparisons``.
-        The fit draws from the trainer's own generators only, so its result does not depend on timing."""
+    def start(self, dataset: PreferenceDataset, job: FitJob) -> None:
+        """Run ``job(trainer, dataset)`` (a fit schedule's job, rlhp_core/fit_schedule.py) on
+        ``dataset``, which must not change until the fit ends. The fit draws from the trainer's
+        own generators only, so its result does not depend on timing."""
         if self.running or self.pending is not None:
             raise RuntimeError("the previous reward-model fit is not installed yet; install() it first")
 
         def fit() -> None:
             try:
-                self._result = self.trainer.train(dataset, comparisons)
+                self._result = job(self.trainer, dataset)
             except BaseException as exc:  # handed to the loop's thread by wait()
                 self._error = exc
 

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .fit_schedule import canonical_fit_schedule
+
 ALGOS = ("a2c", "ppo")
 REWARD_SOURCES = ("preferences", "true")
 QUERY_SELECTIONS = ("disagreement", "random")
@@ -22,6 +24,8 @@ LR_SCHEDULES = ("linear", "constant")
 ATARI_LR_HORIZON = 10_000_000
 """Agent steps of the reference Atari runs (paper A2C, baselines, CleanRL, SB3 zoo: 10M steps = 40M frames):
 the default horizon of the policy's linear lr decay on Atari, so a shorter run is the start of a reference run."""
+DEFAULT_FIT_SCHEDULE = "ratio"
+"""reward_fit_schedule's default (None resolves to it); results/speed/fit_schedule.md has the measurements behind it."""
 
 
 def is_atari(env_id: str) -> bool:
@@ -99,9 +103,11 @@ class TrainConfig:
     reward_std: float | None = None
     """Each member's output is normalised to this std. None: 0.05 on Atari, 1.0 otherwise (paper)."""
     reward_train_ratio: float = 0.1
-    """Comparisons the reward model trains on per RL agent step (paper: ~1 per 10 steps = 0.1)."""
+    """Comparisons the reward model trains on per RL agent step (paper: ~1 per 10 steps = 0.1), under reward_fit_schedule 'ratio' only."""
     reward_update_every: int = 1_000
     """Agent steps between reward-model refits (labels are collected and trained in chunks)."""
+    reward_fit_schedule: str | None = None
+    """When the reward model trains and how much (rlhp_core/fit_schedule.py). 'ratio': the paper's, reward_train_ratio comparisons per agent step at every refit, and pretrain_epochs of pretraining. 'ratio:per_label=N': the same, but at most N comparisons per label new since the last refit and no refit without one, so no passes over unchanged labels when labels come slowly (3.2x the loop's speed on Enduro at a 290-label budget; while labels come fast it is the paper's). 'labels' (knobs 'labels:growth=0.25,patience=2,min_epochs=1,max_epochs=20,pretrain_min_epochs=10'): fits only when the label set has grown by a fraction, each running epochs until the validation loss stops improving. None: 'ratio' (results/speed/fit_schedule.md: the others were not yet shown to be as label-efficient everywhere). A run records its spec with every knob written out, and a resumed run keeps it (runs from before this field: 'ratio')."""
     reward_fit: str = "auto"
     """'sync': the loop waits for each refit's training. 'background': the training runs on a second thread while RL goes on with the previous r̂ and is installed at the next refit, so r̂ lags one refit interval (the paper runs its parts asynchronously too); as reproducible as 'sync', and reward training gets a core of its own (results/speed/: same label efficiency as 'sync' on Pendulum over 8 seeds). 'auto': 'background' on Atari, where the reward CNN's training is most of the loop's work, 'sync' on vector envs, where the MLP's is cheap; a resumed run keeps the mode it started with."""
     adaptive_l2: bool = True
@@ -313,6 +319,12 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         c.label_schedule_constant = 5e6 if atari else 2e6
     if c.reward_fit == "auto":
         c.reward_fit = "background" if atari else "sync"
+    if c.reward_fit_schedule is None:
+        c.reward_fit_schedule = DEFAULT_FIT_SCHEDULE
+    try:
+        c.reward_fit_schedule = canonical_fit_schedule(c.reward_fit_schedule)
+    except ValueError as exc:
+        raise ConfigError("reward_fit_schedule", f"{exc}; allowed: 'ratio', 'labels' or 'labels:KNOB=VALUE,...'") from None
     if c.reward_std is None:
         c.reward_std = 0.05 if atari else 1.0
     if c.dropout is None:

@@ -52,9 +52,11 @@ class EpisodeStats:
         self.cumulative_reward = 0.0
         self.cumulative_gained = 0.0
 
-    def step(self, reward: np.ndarray, ended: np.ndarray, progress: np.ndarray | None = None) -> None:
+    def step(self, reward: np.ndarray, ended: np.ndarray, progress: np.ndarray | None = None,
+             at_step: int | None = None) -> None:
         """One agent step of every env: its true (unclipped) reward, which envs' episodes ended
-        with it, and the driving progress made (or None)."""
+        with it, the driving progress made (or None), and the run's agent-step count after it (an
+        episode's ``end_step``; None: not known)."""
         reward = np.asarray(reward, dtype=np.float64)
         gained, lost = np.maximum(reward, 0.0), np.maximum(-reward, 0.0)
         self._ret += reward
@@ -70,7 +72,7 @@ class EpisodeStats:
         self.cumulative_gained += float(gained.sum())
         for i in np.flatnonzero(ended):
             self._finished.append((int(i), self._ret[i], int(self._length[i]), self._gained[i], self._lost[i],
-                                   self._progress[i]))
+                                   self._progress[i], -1 if at_step is None else int(at_step)))
             self.recent.append(float(self._ret[i]))
             self.count += 1
             self._ret[i] = self._gained[i] = self._lost[i] = self._progress[i] = 0.0
@@ -87,7 +89,7 @@ class EpisodeStats:
             if self._has_progress:
                 out["charts/progress_per_step"] = progress / steps
         if self._finished:
-            ret, length, ep_gained, ep_lost, ep_progress = np.mean(np.array(self._finished)[:, 1:], axis=0)
+            ret, length, ep_gained, ep_lost, ep_progress = np.mean(np.array([f[1:6] for f in self._finished]), axis=0)
             out.update({"charts/episodic_return": ret, "charts/episodic_length": length,
                         "charts/episodic_gained": ep_gained, "charts/episodic_lost": ep_lost})
             if self._has_progress:
@@ -96,18 +98,29 @@ class EpisodeStats:
         self._window[:] = 0.0
         return {k: float(v) for k, v in out.items()}
 
+    def window_episodes(self) -> list[dict[str, float]]:
+        """The episodes finished in the current window (as :meth:`pop_episodes` gives them), left in
+        place for :meth:`pop_window`: the learner writes them to episodes.csv at each log."""
+        finished = list(self._finished)
+        try:
+            return self.pop_episodes()
+        finally:
+            self._finished = finished
+
     def pop_episodes(self) -> list[dict[str, float]]:
         """Each episode finished since the last call, in the order they ended (envs in index order
-        within a step): ``env``, ``return``, ``length``, ``gained``, ``lost`` and, where the env
-        measures it, ``progress``. For evaluation, which needs every episode's numbers (spread,
+        within a step): ``env``, ``return``, ``length``, ``gained``, ``lost``, ``end_step`` (the
+        run's agent steps when it ended, where known) and, where the env measures it, ``progress``. For evaluation, which needs every episode's numbers (spread,
         min, max, per-env episode quotas) rather than a window's means; it empties the same list
         as :meth:`pop_window`, so a caller uses one or the other."""
-        keys = ("env", "return", "length", "gained", "lost", "progress")
-        out = [{k: (int(v) if k in ("env", "length") else float(v)) for k, v in zip(keys, record)}
+        keys = ("env", "return", "length", "gained", "lost", "progress", "end_step")
+        out = [{k: (int(v) if k in ("env", "length", "end_step") else float(v)) for k, v in zip(keys, record)}
                for record in self._finished]
-        if not self._has_progress:
-            for episode in out:
+        for episode in out:
+            if not self._has_progress:
                 del episode["progress"]
+            if episode.get("end_step", -1) < 0:
+                episode.pop("end_step", None)
         self._finished = []
         return out
 

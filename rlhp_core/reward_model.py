@@ -1285,6 +1285,16 @@ class RewardEnsemble:
             "dataset_size": len(dataset),
         }
 
+    @torch.no_grad()
+    def validation_loss(self, dataset: PreferenceDataset) -> float:
+        """Mean over members of the eval-mode loss on all of each member's held-out comparisons
+        (NaN where none has any): the early-stopping signal of rlhp_core/fit_schedule.py, which a
+        sample of ``eval_size`` (32 on the CNN) would drown in noise."""
+        self._check_dataset(dataset)
+        losses = [x for x in self._score(dataset, [dataset.val_indices(j) for j in range(self.n_members)])["loss"]
+                  if not math.isnan(x)]
+        return float(np.mean(losses)) if losses else float("nan")
+
     def _score(self, dataset: PreferenceDataset, sets: list[np.ndarray]) -> dict:
         m = self.n_members
         length = max(len(s) for s in sets)

@@ -32,6 +32,7 @@ import torch
 
 from .allocator import active_allocator
 from .background_fit import BackgroundFit
+from .fit_schedule import Plateau, make_fit_schedule
 from .buffer import SegmentBuffer
 from .checkpoint import CheckpointError, load_latest, save_checkpoint
 from .config import TrainConfig, resolve, save_config
@@ -48,17 +49,26 @@ from .segments import ANSWER_MU, Query
 
 METRIC_KEYS = (
     *WINDOW_KEYS, "charts/SPS", "labels/posted", "labels/answered", "labels/trainable", "labels/equal_share",
-    "reward/val_accuracy", "reward/val_decisive", "reward/raw_std", "reward/members_learnt",
+    "reward/val_accuracy", "reward/val_decisive", "reward/fit_epochs", "reward/comparisons_trained", "reward/raw_std", "reward/members_learnt",
     "reward/true_pref_accuracy", "reward/pred_true_corr", "losses/reward_train", "losses/reward_val", "reward/l2",
     "losses/policy", "losses/value", "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/grad_norm",
     "losses/explained_variance", "charts/learning_rate",
 )
 """Columns of metrics.csv, in order (CleanRL-style namespaces)."""
 
+EPISODE_COLUMNS = ("env_steps", "end_step", "env", "return", "length", "gained", "lost", "progress")
+"""Columns of episodes.csv: one row per finished episode (SB3's Monitor files), so a curve can
+have a point per episode rather than one per log window. ``end_step``: the run's agent steps when
+it ended; ``env_steps``: the metrics row it was written with (a resume drops rows after its
+checkpoint by this column, as it does metrics.csv's)."""
+
 PRETRAIN_CHECKPOINT_EPOCHS = 10
 """Reward-model pretraining writes a checkpoint every this many epochs."""
 
 RESUMABLE_CHANGES = {"total_steps", "device", "progress", "checkpoint_every", "log_every", "run_dir", "extra"}
+REWARD_MODEL_ONLY = {"reward_fit_schedule"}
+"""Settings a true-reward run never uses (it trains no reward model): resuming one with another
+value of these is the same run (a sweep may pin them for its label-using cells)."""
 """Config fields that may differ when a run directory is resumed."""
 
 
@@ -112,7 +122,8 @@ def _reward_metrics(m: dict) -> dict[str, float]:
     """A fit's metrics as metrics.csv columns (val_accuracy: on decisive held-out pairs only)."""
     return {"losses/reward_train": m.get("train_loss"), "losses/reward_val": m.get("val_loss"),
             "reward/val_accuracy": m.get("val_accuracy"), "reward/l2": m.get("l2_mean"),
-            "reward/val_decisive": float(np.mean(m.get("val_decisive_members", [np.nan])))}
+            "reward/val_decisive": float(np.mean(m.get("val_decisive_members", [np.nan]))),
+            "reward/fit_epochs": m.get("epoch")}
 
 
 def query_id(seed: int, index: int) -> str:
@@ -194,10 +205,13 @@ class Learner:
                               anneal_lr=cfg.lr_schedule == "linear")
         self.algo = make_algo(cfg.algo, self.env.obs_shape, self.env.obs_dtype, space, settings, self.device, cfg.seed)
 
-        self.ensemble = self.dataset = self.schedule = None
+        self.ensemble = self.dataset = self.schedule = self.fit_schedule = None
         self.fitter: BackgroundFit | None = None  # reward_fit='background' only
+        self.pretraining: Plateau | None = None
         if self.prefs:
             self.ensemble = RewardEnsemble.from_config(cfg, self.env.obs_shape, space, device=self.device)
+            self.fit_schedule = make_fit_schedule(cfg)
+            self.pretraining = self.fit_schedule.pretraining()
             self.dataset = PreferenceDataset.from_config(cfg)
             self.schedule = LabelSchedule(cfg.label_budget, cfg.initial_labels,
                                           cfg.total_steps * self.frames_per_step, cfg.label_schedule_constant)
@@ -215,7 +229,7 @@ class Learner:
         self.episodes = EpisodeStats(cfg.num_envs)
         self.reward_metrics: dict[str, float] = {}
         self.resume_count = 0
-        self.pretrain_epoch = 0
+        self.fit_keys: set = set()  # the dataset's labels (query ids) at the last fit: how much it has grown since
         self._obs = self._frames = None  # what the envs show now (the loop acts on it next)
         self._fresh = 0  # initial phase: steps since the last round of queries
         self._env_restored = False  # True: the checkpoint held the envs' own state (VecEnv.get_state)
@@ -229,8 +243,11 @@ class Learner:
             return
         try:
             old = TrainConfig.from_json(path.read_text())
-            if "lr_horizon" not in json.loads(path.read_text()):  # written before it existed: decayed over the run
+            recorded = json.loads(path.read_text())
+            if "lr_horizon" not in recorded:  # written before it existed: decayed over the run
                 old.lr_horizon = old.total_steps
+            if "reward_fit_schedule" not in recorded:  # written before it existed: the paper's ratio
+                old.reward_fit_schedule = "ratio"
             old = resolve(old)
         except (ValueError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path} is not a config this code can read: {exc}") from exc
@@ -244,6 +261,7 @@ class Learner:
             f.name: (getattr(old, f.name), getattr(self.cfg, f.name))
             for f in dataclasses.fields(TrainConfig)
             if f.name not in RESUMABLE_CHANGES and getattr(old, f.name) != getattr(self.cfg, f.name)
+            and not (f.name in REWARD_MODEL_ONLY and old.reward == self.cfg.reward == "true")
         }
         if diffs:
             listing = ", ".join(f"{k}: run has {a!r}, asked {b!r}" for k, a, b in ((k, *v) for k, v in diffs.items()))
@@ -267,7 +285,11 @@ class Learner:
         c = s["counters"]
         self.env_steps, self.iteration, self.phase = c["env_steps"], c["iteration"], c["phase"]
         self.last_reward_fit, self.resume_count = c["last_reward_fit"], c["resume_count"] + 1
-        self.pretrain_epoch = c.get("pretrain_epoch", self.cfg.pretrain_epochs if self.phase == "training" else 0)
+        if self.prefs:
+            if "pretraining" in c:
+                self.pretraining = Plateau(**c["pretraining"])
+            else:  # checkpoints from before fit schedules: a count of fixed epochs
+                self.pretraining.epoch = c.get("pretrain_epoch", self.cfg.pretrain_epochs if self.phase == "training" else 0)
         self.episodes.load_state_dict(c)
         if "envs" in s:
             e = s["envs"]
@@ -286,6 +308,7 @@ class Learner:
                 self.fitter.trainer.load_state_dict(s["reward_trainer"])
                 self.fitter.pending = s["reward_fit_pending"]
             self._rebuild_dataset(s["ingested"])
+            self.fit_keys = set(s["fit_keys"]) if "fit_keys" in s else set(self.dataset.keys())
             if "labeler" in s and hasattr(self.labeler, "set_state"):
                 self.labeler.set_state(s["labeler"])
         self._truncate_metrics(self.env_steps)
@@ -317,7 +340,7 @@ class Learner:
             "algo": self.algo.state_dict(),
             "counters": dict(env_steps=self.env_steps, iteration=self.iteration, phase=self.phase,
                              last_reward_fit=self.last_reward_fit, resume_count=self.resume_count,
-                             pretrain_epoch=self.pretrain_epoch,
+                             pretraining=self.pretraining.state_dict() if self.prefs else None,
                              **self.episodes.state_dict()),
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
@@ -329,6 +352,7 @@ class Learner:
                 state["reward_fit_pending"] = self.fitter.pending
             state["ensemble"] = self.ensemble.state_dict()
             state["ingested"] = list(self.ingested)
+            state["fit_keys"] = sorted(self.fit_keys)
             state["reward_metrics"] = dict(self.reward_metrics)  # the last fit's, logged until the next one
             if hasattr(self.labeler, "get_state"):
                 state["labeler"] = self.labeler.get_state()
@@ -344,20 +368,26 @@ class Learner:
         return self.run_dir / "metrics.csv"
 
     def _truncate_metrics(self, up_to_step: int) -> None:
-        """Drop rows written after the checkpoint we resume from, so no step is logged twice."""
-        path = self._metrics_path
-        rows = []
-        if path.exists():
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["env_steps"]) <= up_to_step]
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=("env_steps", *METRIC_KEYS))
-            w.writeheader()
-            w.writerows(rows)
-        tmp.replace(path)
+        """Drop rows of metrics.csv and episodes.csv written after the checkpoint we resume from,
+        so no step or episode is logged twice."""
+        for path, columns in ((self._metrics_path, ("env_steps", *METRIC_KEYS)),
+                              (self.run_dir / "episodes.csv", EPISODE_COLUMNS)):
+            rows = []
+            if path.exists():
+                with open(path, newline="") as f:
+                    rows = [r for r in csv.DictReader(f) if int(r["env_steps"]) <= up_to_step]
+            tmp = path.with_suffix(".csv.tmp")
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(rows)
+            tmp.replace(path)
 
-    def _log(self, metrics: dict[str, float]) -> None:
+    def _log(self, metrics: dict[str, float], episodes: list[dict] = ()) -> None:
+        if episodes:
+            with open(self.run_dir / "episodes.csv", "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=EPISODE_COLUMNS).writerows(
+                    {"env_steps": self.env_steps, **{k: e.get(k, "") for k in EPISODE_COLUMNS[1:]}} for e in episodes)
         with open(self._metrics_path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=("env_steps", *METRIC_KEYS)).writerow(
                 {"env_steps": self.env_steps, **{k: metrics.get(k, "") for k in METRIC_KEYS}})
@@ -371,7 +401,8 @@ class Learner:
             "env_steps": self.env_steps, "total_steps": self.cfg.total_steps, "phase": self.phase,
             "labels_answered": answered, "labels_pending": counts.get("pending", 0),
             "label_budget": self.cfg.label_budget if self.prefs else 0,
-            "pretrain_epoch": self.pretrain_epoch, "pretrain_epochs": self.cfg.pretrain_epochs if self.prefs else 0,
+            "pretrain_epoch": self.pretraining.epoch if self.prefs else 0,
+            "pretrain_epochs": self.cfg.pretrain_epochs if self.prefs else 0,
             "episode_return": float(np.mean(self.episodes.recent)) if self.episodes.recent else None,
             "updated_at": time.time(),
         }
@@ -387,8 +418,8 @@ class Learner:
         ended = out.terminated | out.truncated
         self.buffer.add(obs, actions, out.reward, ended, frames, truncations=out.truncated & ~out.terminated,
                         progress=out.progress)
-        self.episodes.step(out.reward, ended, out.progress)
         self.env_steps += self.cfg.num_envs
+        self.episodes.step(out.reward, ended, out.progress, at_step=self.env_steps)
         self._obs, self._frames = out.obs, out.frames
         return actions, extras, out
 
@@ -460,18 +491,24 @@ class Learner:
         self.reward_metrics["reward/raw_std"] = float(np.mean(self.ensemble.raw_std))
         self.reward_metrics["reward/members_learnt"] = float(np.sum(self.ensemble.norm_weight))
 
-    def _fit_reward(self, comparisons: int) -> None:
-        """Train r̂ on the answers so far: here and now ('sync'), or on the second thread
-        ('background'), to be installed at the next refit (rlhp_core/background_fit.py)."""
+    def _fit_reward(self, steps_since_fit: int, final: bool) -> None:
+        """Train r̂ on the answers so far if the fit schedule asks for it (rlhp_core/fit_schedule.py):
+        here and now ('sync'), or on the second thread ('background'), to be installed at the next
+        refit (rlhp_core/background_fit.py)."""
         self._ingest_answers()
         if len(self.dataset) == 0:
             return
+        keys = set(self.dataset.keys())
+        job = self.fit_schedule.refit(steps_since_fit, len(self.fit_keys), len(keys - self.fit_keys), final)
+        if job is None:
+            return
+        self.fit_keys = keys
         if self.cfg.reward_fit == "background":
             if self.fitter is None:
                 self.fitter = BackgroundFit.copy_of(self.ensemble)
-            self.fitter.start(self.dataset, comparisons)
+            self.fitter.start(self.dataset, job)
             return
-        fit = self.ensemble.train(self.dataset, comparisons)
+        fit = job(self.ensemble, self.dataset)
         self.reward_metrics = _reward_metrics(fit)
         self._update_normalization(fit)
 
@@ -544,6 +581,7 @@ class Learner:
             self.phase = "pretraining reward model"
             self._ingest_answers()
             self._checkpoint()
+        self.fit_keys = set(self.dataset.keys())
         fit = self._pretrain() if len(self.dataset) else None
         if fit is not None:
             self.reward_metrics = _reward_metrics(fit)
@@ -553,20 +591,19 @@ class Learner:
         return obs, frames, True
 
     def _pretrain(self) -> dict:
-        """The paper's pretraining on the initial labels (200 epochs on Atari: hours on a CPU),
-        checkpointed every ``PRETRAIN_CHECKPOINT_EPOCHS`` so a crash loses at most those; the
-        progress bar and status.json show the epoch."""
+        """Pretraining on the initial labels (paper: 200 epochs on Atari, hours on a CPU; the
+        'labels' fit schedule stops it where the validation loss stops improving), checkpointed
+        every ``PRETRAIN_CHECKPOINT_EPOCHS`` so a crash loses at most those; the progress bar and
+        status.json show the epoch."""
         fit: dict = {}
-        total = self.cfg.pretrain_epochs
+        plateau = self.pretraining
         self._write_status()
-        while self.pretrain_epoch < total:
-            epochs = min(PRETRAIN_CHECKPOINT_EPOCHS, total - self.pretrain_epoch)
-            fit = self.ensemble.pretrain(self.dataset, epochs)
-            self.pretrain_epoch += epochs
+        while not plateau.done:
+            fit = plateau.run(self.ensemble, self.dataset, until_epoch=plateau.epoch + PRETRAIN_CHECKPOINT_EPOCHS)
             self._checkpoint()
             self._write_status()
             if self._bar is not None:
-                self._bar.set_postfix({"pretraining": f"epoch {self.pretrain_epoch}/{total}",
+                self._bar.set_postfix({"pretraining": f"epoch {plateau.epoch}/{plateau.max_epochs}",
                                        "val_acc": f"{fit.get('val_accuracy', float('nan')):.2f}"})
         return fit
 
@@ -643,13 +680,13 @@ class Learner:
                     due = self.schedule.due(self.env_steps * self.frames_per_step)
                     self._post_queries(due - self._labels_posted(), cfg.query_selection,
                                        newer_than=max(0, self.buffer.steps_written - self.buffer.capacity))
-                    comparisons = int(round(cfg.reward_train_ratio * (self.env_steps - self.last_reward_fit)))
-                    self._fit_reward(max(1, comparisons))
+                    self._fit_reward(self.env_steps - self.last_reward_fit, final=self.env_steps >= cfg.total_steps)
                     self.last_reward_fit = self.env_steps
 
                 if self.env_steps - last_log >= cfg.log_every:
                     last_log = self.env_steps - self.env_steps % cfg.log_every
                     now = time.time()
+                    finished = self.episodes.window_episodes()
                     metrics = {**rl_metrics, **self.episodes.pop_window(),
                                "charts/SPS": (self.env_steps - sps_steps) / max(now - sps_t, 1e-9)}
                     sps_t, sps_steps = now, self.env_steps
@@ -658,13 +695,14 @@ class Learner:
                         metrics["labels/posted"] = self._labels_posted()
                         metrics["labels/answered"] = sum(counts[k] for k in ("left", "right", "equal", "incomparable"))
                         metrics["labels/trainable"] = len(self.dataset)
+                        metrics["reward/comparisons_trained"] = self.ensemble.comparisons_seen
                         answered = sum(counts[k] for k in ("left", "right", "equal"))
                         if answered:
                             metrics["labels/equal_share"] = counts["equal"] / answered
                         metrics.update({k: v for k, v in self.reward_metrics.items() if v is not None})
                         metrics.update(self._reward_quality())
                     metrics = {k: float(v) for k, v in metrics.items() if v is not None and k in METRIC_KEYS}
-                    self._log(metrics)
+                    self._log(metrics, finished)
                     if self._bar is not None:
                         post = {"sps": f"{metrics['charts/SPS']:.0f}"}
                         if self.episodes.recent:

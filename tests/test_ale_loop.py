@@ -306,6 +306,33 @@ def test_worker_processes_match_in_process_and_frames_match_rgb_backend():
     assert not any(p.is_alive() for p in procs)
 
 
+@pytest.mark.parametrize("keep_frames", [False, True])
+def test_saved_state_continues_the_same_episodes_bit_for_bit(keep_frames):
+    """get_state mid-episode (sticky actions, episode ends, no-op starts to come), then a new env
+    with another worker split continues exactly as the saving env does."""
+    kw = dict(max_episode_steps=30, sticky_actions=0.25, keep_frames=keep_frames)
+    rng = np.random.default_rng(3)
+    with make_vec_env(ENDURO, 3, atari_backend="ale_loop", num_threads=2, **kw) as env:
+        assert env.get_state() is None  # nothing to save before the first reset
+        env.reset(seed=11)
+        for _ in range(45):
+            env.step(rng.integers(0, 9, 3))
+        state = env.get_state()
+        actions = rng.integers(0, 9, (70, 3))
+        want = [env.step(a) for a in actions]
+    with make_vec_env(ENDURO, 3, atari_backend="ale_loop", num_threads=1, **kw) as resumed:
+        resumed.set_state(state)
+        for t, a in enumerate(actions):
+            got = resumed.step(a)
+            for field in ("obs", "final_obs", "reward", "terminated", "truncated", "progress", "frames"):
+                np.testing.assert_array_equal(getattr(got, field), getattr(want[t], field), err_msg=f"{field} at {t}")
+            assert got.episodes == want[t].episodes
+    assert any(w.episodes for w in want)  # the episode ends and restarts are part of what matched
+    with make_vec_env(ENDURO, 2, atari_backend="ale_loop", num_threads=1, **kw) as other:
+        with pytest.raises(ValueError, match="holds 3 envs, this run has 2"):
+            other.set_state(state)
+
+
 # --------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------

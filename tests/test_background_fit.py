@@ -35,7 +35,7 @@ def test_a_background_fit_equals_a_fit_in_place_and_leaves_the_global_stream_alo
     expected = in_place.train(ds, 40)
     fitter = BackgroundFit.copy_of(live)
     torch.manual_seed(11)
-    fitter.start(ds, 40)
+    fitter.start(ds, lambda ens, data: ens.train(data, 40))
     draws = torch.rand(2000)  # the policy's sampling, while the fit runs
     got = fitter.install(live)
     assert {k: v for k, v in got.items() if k != "seconds"} == {k: v for k, v in expected.items() if k != "seconds"}
@@ -50,13 +50,13 @@ def test_a_background_fit_equals_a_fit_in_place_and_leaves_the_global_stream_alo
 def test_a_failed_fit_is_raised_in_the_loop_and_one_fit_at_a_time():
     live = RewardEnsemble(ATARI, 6, seed=0)
     fitter = BackgroundFit.copy_of(live)
-    fitter.start(PreferenceDataset(capacity=10, n_members=3), 8)  # empty: train() refuses
+    fitter.start(PreferenceDataset(capacity=10, n_members=3), lambda ens, data: ens.train(data, 8))  # empty: train() refuses
     with pytest.raises(ValueError, match="empty"):
         fitter.install(live)
     ds = atari_dataset(n=6)
-    fitter.start(ds, 8)
+    fitter.start(ds, lambda ens, data: ens.train(data, 8))
     with pytest.raises(RuntimeError, match="not installed yet"):
-        fitter.start(ds, 8)
+        fitter.start(ds, lambda ens, data: ens.train(data, 8))
     fitter.install(live)
 
 

@@ -99,6 +99,28 @@ def test_grid_report_tables_plots_and_readme(grid, tmp_path, capsys):
     assert "no learning curve" not in readme
 
 
+def test_ablations_get_a_panel_per_budget_with_a_line_per_method(tmp_path):
+    from bench.report import main as report
+    from bench.sweep import main
+
+    d = tmp_path / "sweep"
+    argv = ["--dir", str(d), "--env-steps", "40000", "--set", "log_every=10000", "--seeds", "1", "--budgets", "50",
+            "--methods", "rlhp,random-queries,true-reward"]
+    assert main(argv, train_fn=H.load_fake(tmp_path), progress=False) == 0
+    out = tmp_path / "out"
+    assert report([str(d), "--out", str(out)]) == 0
+    assert (out / "return_by_method.png").stat().st_size > 0
+    assert "(return_by_method.png)" in (out / "README.md").read_text()
+
+
+def test_a_single_method_grid_has_no_ablation_panels(grid, tmp_path):
+    from bench.report import main
+
+    out = tmp_path / "out"
+    assert main([str(grid), "--out", str(out)]) == 0
+    assert not (out / "return_by_method.png").exists()
+
+
 def test_curves_come_from_mlflow_when_the_run_directories_are_elsewhere(grid, tmp_path):
     from bench.report import main
 

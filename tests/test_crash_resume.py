@@ -95,8 +95,8 @@ def test_kill_9_at_any_moment_then_the_same_command_finishes_with_nothing_lost(t
     proc = start(run)
     kill_when(proc, lambda: len(metric_rows(run)) >= 3, "three metric rows were written")
     state = torch.load(complete_checkpoints(run)[-1] / "state.pt", weights_only=False)["state"]
-    assert state["counters"]["pretrain_epoch"] == 40  # pretraining finished in the second process
-    assert state["counters"]["pretrain_epoch"] > epoch_at_kill
+    assert state["counters"]["pretraining"]["epoch"] == 40  # pretraining finished in the second process
+    assert state["counters"]["pretraining"]["epoch"] > epoch_at_kill
 
     final = start(run)
     out, err = final.communicate(timeout=300)

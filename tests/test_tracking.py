@@ -290,7 +290,26 @@ def test_a_single_tracked_training_run(tmp_path, capsys):
     assert c.get_metric_history(run.info.run_id, "labels/answered")[-1].value == 8
     assert run.data.metrics["summary/labels"] == 8
     assert {"model/config.json", "model/reward_model.pt", "model/policy.pt", "run/config.json", "run/env_info.json",
-            "run/metrics.csv", "plots/learning_curves.png", "labels/labels.sqlite"} <= artifacts(c, run.info.run_id)
+            "run/metrics.csv", "plots/learning_curves.png", "labels/labels.sqlite",
+            "evaluation/agent.gif", "evaluation/evaluation.json"} <= artifacts(c, run.info.run_id)
+    # the trained agent on video: a real GIF of CartPole's frames, and its episode's numbers
+    from mlflow.artifacts import download_artifacts
+    from PIL import Image
+
+    ev_dir = Path(download_artifacts(run_id=run.info.run_id, artifact_path="evaluation", tracking_uri=uri(tmp_path),
+                                     dst_path=str(tmp_path / "ev")))
+    with Image.open(ev_dir / "agent.gif") as gif:
+        assert gif.n_frames >= 8 and gif.size[0] >= 100  # CartPole 600x400 shown at a third
+    ev = json.loads((ev_dir / "evaluation.json").read_text())
+    assert ev["episodes"] == 1 and ev["deterministic"] and ev["length"]["mean"] >= gif.n_frames - 1
+    assert run.data.metrics["eval/return"] == ev["return"]["mean"]
+    # a point per episode, at the step it ended, as episodes.csv has them
+    with open(run_dir / "episodes.csv", newline="") as f:
+        episodes = list(csv.DictReader(f))
+    history = c.get_metric_history(run.info.run_id, "charts/episode_return")
+    assert len(episodes) > len(steps) and len(history) == len(episodes)
+    assert sorted((h.step, h.value) for h in history) == sorted(
+        (int(e["end_step"]), float(e["return"])) for e in episodes)
 
     # rerunning the command resumes the run directory, and with it the same MLflow run
     assert main(argv) == 0

@@ -24,6 +24,11 @@ def tiny(run_dir, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def episode_rows(run_dir):
+    with open(run_dir / "episodes.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def metrics_rows(run_dir):
     with open(run_dir / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
@@ -93,19 +98,19 @@ def test_resume_continues_every_counter(tmp_path):
 def test_resume_after_an_interrupted_pretraining(tmp_path, monkeypatch):
     """Ctrl-C while the reward model pretrains: the initial labels are in the store, the
     segment buffer (not checkpointed) is empty on resume; the rerun pretrains and trains."""
-    from rlhp_core.reward_model import RewardEnsemble
+    from rlhp_core.fit_schedule import Plateau
 
     run = tmp_path / "run"
-    real = RewardEnsemble.pretrain
+    real = Plateau.run
 
     def interrupted(self, *a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(RewardEnsemble, "pretrain", interrupted)
+    monkeypatch.setattr(Plateau, "run", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_training(tiny(run, total_steps=768))
     assert complete_checkpoints(run) and len(answers(run)) == 6  # 25% of 24 up front
-    monkeypatch.setattr(RewardEnsemble, "pretrain", real)
+    monkeypatch.setattr(Plateau, "run", real)
     second = run_training(tiny(run, total_steps=768))
     assert second["env_steps"] >= 768 and second["labels"] > 6
 
@@ -206,7 +211,33 @@ def test_continuous_and_mujoco_envs_run(tmp_path, env_id, algo):
                             pretrain_epochs=1, n_steps=32 if algo == "a2c" else 64))
     assert out["env_steps"] >= 640 and out["labels"] >= 2
     rows = metrics_rows(tmp_path / "r")
-    assert rows and rows[-1]["reward/val_accuracy"] != "" or rows[-1]["losses/reward_train"] != ""
+    assert rows and rows[-1]["reward/val_accuracy"] != "" and rows[-1]["losses/reward_train"] != ""
+
+
+@pytest.mark.slow  # two Enduro learner runs
+def test_enduro_resume_equals_the_uninterrupted_run(tmp_path):
+    """The ale_loop backend saves its emulators (ALE cloneState with its RNG): an Enduro run stopped
+    mid-episode and resumed continues those episodes, bit for bit (true reward: the reward model's
+    resume is the test below)."""
+    cfg = dict(env_id="ALE/Enduro-v5", reward="true", num_envs=2, n_steps=16, total_steps=384, log_every=64,
+               sticky_actions=0.25, max_episode_steps=40)  # episodes that end and restart within the run
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    run_training(tiny(whole, **cfg))
+    calls = iter(range(10**6))
+    learner = Learner(tiny(cut, **cfg), should_stop=lambda: next(calls) >= 5)
+    assert learner.run()["stopped_early"]
+    learner.close()
+    resumed = Learner(tiny(cut, **cfg))
+    assert resumed._env_restored
+    resumed.run()
+    resumed.close()
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "charts/SPS"} for r in rows]  # noqa: E731
+    assert strip(metrics_rows(cut)) == strip(metrics_rows(whole))
+    assert episode_rows(cut) == episode_rows(whole) != []  # each episode once, as the uninterrupted run has it
+    sa = torch.load(complete_checkpoints(whole)[-1] / "state.pt", weights_only=False)["state"]
+    sb = torch.load(complete_checkpoints(cut)[-1] / "state.pt", weights_only=False)["state"]
+    for x, y in zip(_tensors(sa["algo"]), _tensors(sb["algo"]), strict=True):
+        assert torch.equal(x, y)
 
 
 @pytest.mark.slow  # two learner runs per case: 28 s each on a busy 2-core box
@@ -227,6 +258,7 @@ def test_resume_equals_the_uninterrupted_run(tmp_path, stop_after, fit):
     assert answers(cut) == answers(whole)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "charts/SPS"} for r in rows]  # noqa: E731
     assert strip(metrics_rows(cut)) == strip(metrics_rows(whole))
+    assert episode_rows(cut) == episode_rows(whole) != []  # each episode once, as the uninterrupted run has it
     sa = torch.load(complete_checkpoints(whole)[-1] / "state.pt", weights_only=False)["state"]
     sb = torch.load(complete_checkpoints(cut)[-1] / "state.pt", weights_only=False)["state"]
     for key in ("algo", "ensemble"):

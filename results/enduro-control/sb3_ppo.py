@@ -15,7 +15,10 @@ zoo's.
 
 Writes ``episodes.csv`` (one row per finished episode: agent steps so far summed over envs, the
 raw score, cars passed and times passed counted from the unclipped reward stream, length) under
-``--out``. Usage::
+``--out``. Resumable: the model is saved every ``--save-every`` agent steps (write, then rename)
+and rerunning the same command goes on from the last save. Episode rows written after it are
+dropped, and the envs start fresh episodes, so a resumed run is a correct continuation, not a
+bit-identical one. Usage::
 
     .venv-sb3/bin/python results/enduro-control/sb3_ppo.py --seed 0 --steps 1000000 --out runs/sb3-s0
 """
@@ -63,12 +66,28 @@ class RawTally(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+EPISODE_COLUMNS = ["agent_steps", "score", "cars_passed", "times_passed", "length_agent_steps"]
+
+
+def keep_rows_up_to(path: Path, steps: int) -> None:
+    """Drop episode rows logged after the save we resume from (they will be played again)."""
+    rows = []
+    if path.exists():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["agent_steps"]) <= steps]
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=EPISODE_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
 class EpisodeLog(BaseCallback):
     def __init__(self, path: Path):
         super().__init__()
-        self.file = open(path, "w", newline="")
+        self.file = open(path, "a", newline="")
         self.writer = csv.writer(self.file)
-        self.writer.writerow(["agent_steps", "score", "cars_passed", "times_passed", "length_agent_steps"])
 
     def _on_step(self) -> bool:
         for info in self.locals["infos"]:
@@ -78,8 +97,6 @@ class EpisodeLog(BaseCallback):
                 self.file.flush()
         return True
 
-    def _on_training_end(self) -> None:
-        self.file.close()
 
 
 def make_env(seed: int):
@@ -93,9 +110,19 @@ def make_env(seed: int):
     return thunk
 
 
-def linear_over_horizon(start: float, total: int):
-    """SB3 passes progress_remaining = 1 - t / total; the value decays to 0 at HORIZON steps."""
-    return lambda remaining: start * (1.0 - (1.0 - remaining) * total / HORIZON)
+class OverHorizon:
+    """A linear decay to 0 at HORIZON agent steps of the model's own step count (SB3's
+    progress_remaining is relative to one learn() call, and a resumed run makes several)."""
+
+    def __init__(self, start: float):
+        self.start, self.model = start, None
+
+    def __getstate__(self):  # saved with the model: its start only (the model is set again on load)
+        return {"start": self.start, "model": None}
+
+    def __call__(self, _remaining: float) -> float:
+        steps = self.model.num_timesteps if self.model is not None else 0
+        return self.start * max(0.0, 1.0 - steps / HORIZON)
 
 
 def main() -> None:
@@ -103,18 +130,36 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=1_000_000, help="agent steps, summed over the 8 envs")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--save-every", type=int, default=50_000, help="agent steps between saves of the model")
     a = p.parse_args()
     torch.set_num_threads(1)
     gym.register_envs(ale_py)
     a.out.mkdir(parents=True, exist_ok=True)
     venv = VecFrameStack(DummyVecEnv([make_env(a.seed + i) for i in range(8)]), n_stack=4)
     venv.seed(a.seed)
-    model = PPO("CnnPolicy", venv, n_steps=128, n_epochs=4, batch_size=256,
-                learning_rate=linear_over_horizon(2.5e-4, a.steps), clip_range=linear_over_horizon(0.1, a.steps),
-                vf_coef=0.5, ent_coef=0.01, seed=a.seed, device="cpu", verbose=0)
-    t0 = time.time()
-    model.learn(total_timesteps=a.steps, callback=EpisodeLog(a.out / "episodes.csv"))
-    info = {"seed": a.seed, "steps": a.steps, "wall_s": time.time() - t0, "sb3": stable_baselines3.__version__,
+    lr, clip = OverHorizon(2.5e-4), OverHorizon(0.1)
+    saved, progress = a.out / "model.zip", a.out / "progress.json"
+    if saved.exists():
+        model = PPO.load(saved, env=venv, device="cpu", custom_objects={"learning_rate": lr, "clip_range": clip})
+        print(f"resuming at {model.num_timesteps} agent steps", flush=True)
+    else:
+        model = PPO("CnnPolicy", venv, n_steps=128, n_epochs=4, batch_size=256, learning_rate=lr, clip_range=clip,
+                    vf_coef=0.5, ent_coef=0.01, seed=a.seed, device="cpu", verbose=0)
+    lr.model = clip.model = model
+    keep_rows_up_to(a.out / "episodes.csv", model.num_timesteps)
+    wall = json.loads(progress.read_text())["wall_s"] if progress.exists() else 0.0
+    log = EpisodeLog(a.out / "episodes.csv")
+    while model.num_timesteps < a.steps:
+        t0 = time.time()
+        model.learn(total_timesteps=min(a.save_every, a.steps - model.num_timesteps), callback=log,
+                    reset_num_timesteps=False)
+        wall += time.time() - t0
+        model.save(a.out / "model.tmp.zip")
+        (a.out / "model.tmp.zip").replace(saved)
+        progress.write_text(json.dumps({"agent_steps": model.num_timesteps, "wall_s": wall}))
+        print(f"{model.num_timesteps} agent steps, {wall:.0f} s", flush=True)
+    log.file.close()
+    info = {"seed": a.seed, "steps": a.steps, "wall_s": wall, "sb3": stable_baselines3.__version__,
             "ale_py": ale_py.__version__, "gymnasium": gym.__version__, "torch": torch.__version__,
             "machine": platform.platform(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "env": "ALE/Enduro-v5 frameskip=1 sticky=0 + AtariWrapper(noop 30, skip 4, 84x84, clip) + stack 4",

@@ -16,6 +16,8 @@ the same order, so the difference is the training ratio alone.
 
     OMP_NUM_THREADS=1 python results/speed/enduro_label_efficiency.py --ratios 0.1,0.03 --seeds 0,1 \\
         --csv results/speed/enduro_label_efficiency.csv
+    # the label-driven fit schedule (rlhp_core/fit_schedule.py) against the paper's ratio, same labels
+    ... --ratios 0.1,labels --seeds 0,1 --csv results/speed/fit_schedule_enduro_offline.csv
     ... --ratios 0.01 --every 3200 --seeds 0,1 --csv results/speed/enduro_label_efficiency_e3200.csv
     ... --ratios 0.1 --dtypes float32,bfloat16 --seeds 0,1,2 --csv results/speed/enduro_label_efficiency_bf16.csv
     ... --ratios 0.1 --dtypes bfloat16-train --seeds 0,1,2,3,4,5 --csv results/speed/enduro_label_efficiency_bf16_train.csv
@@ -38,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from oracles.teacher import teacher_for_env  # noqa: E402
 from rlhp_core.config import TrainConfig, resolve  # noqa: E402
 from rlhp_core.envs import make_vec_env  # noqa: E402
+from rlhp_core.fit_schedule import make_fit_schedule  # noqa: E402
 from rlhp_core.reward_model import PreferenceDataset, RewardEnsemble  # noqa: E402
 from rlhp_core.segments import Query, Segment  # noqa: E402
 
@@ -92,10 +95,15 @@ def accuracy(ens: RewardEnsemble, test: list[tuple], penalty: float) -> float:
     return float(np.mean((pl > pr)[decided] == (tl > tr)[decided]))
 
 
-def run(ratio: float, seed: int, train_pairs: list, test: list, norm_obs: np.ndarray, args, penalty: float,
+def run(schedule: str, seed: int, train_pairs: list, test: list, norm_obs: np.ndarray, args, penalty: float,
         dtype: str = "float32") -> list[dict]:
-    cfg = resolve(TrainConfig(env_id=ENV, seed=seed, reward_train_ratio=ratio, reward_batch=args.batch,
-                              reward_dtype="bfloat16" if dtype == "bfloat16-train" else dtype))
+    """``schedule``: a number (the paper's fixed-ratio fit schedule at that ratio) or a 'labels' spec."""
+    ratio = float(schedule) if schedule[0].isdigit() else math.nan
+    fit = {"reward_fit_schedule": "ratio", "reward_train_ratio": ratio} if schedule[0].isdigit() \
+        else {"reward_fit_schedule": schedule}
+    cfg = resolve(TrainConfig(env_id=ENV, seed=seed, reward_batch=args.batch, pretrain_epochs=args.pretrain_epochs,
+                              reward_dtype="bfloat16" if dtype == "bfloat16-train" else dtype, **fit))
+    plan = make_fit_schedule(cfg)
     ens = RewardEnsemble.from_config(cfg, (4, 84, 84), 9)
     if dtype == "bfloat16-train":  # train-mode passes in bf16, every eval-mode pass in float32
         folded = ens.net._forward_folded
@@ -119,14 +127,15 @@ def run(ratio: float, seed: int, train_pairs: list, test: list, norm_obs: np.nda
 
     def record(metrics):
         ens.update_normalization(norm_obs)
-        rows.append(dict(ratio=ratio, reward_dtype=dtype, every=args.every, batch=args.batch, seed=seed, labels=added, agent_steps=steps,
+        rows.append(dict(ratio=schedule, reward_dtype=dtype, every=args.every, batch=args.batch, seed=seed, labels=added, agent_steps=steps,
                          reward_train_steps=ens.train_steps, comparisons_per_member=ens.comparisons_seen,
                          heldout_pref_accuracy=accuracy(ens, test, penalty),
                          val_accuracy=metrics.get("val_accuracy", math.nan), cpu_s=time.process_time() - t0))
         print(rows[-1], flush=True)
 
     add(args.initial)
-    m = ens.pretrain(data, args.pretrain_epochs)
+    m = plan.pretraining().run(ens, data)
+    fitted = added
     record(m)
     marks = sorted(int(x) for x in args.marks.split(","))
     per_fit = args.labels_per_1000 * args.every / 1000
@@ -137,7 +146,9 @@ def run(ratio: float, seed: int, train_pairs: list, test: list, norm_obs: np.nda
         k = int(owed)
         owed -= k
         add(k)
-        m = ens.train(data, max(1, int(round(ratio * args.every))))
+        job = plan.refit(args.every, fitted, added - fitted, final=any(added >= mk > added - k for mk in marks))
+        if job is not None:
+            m, fitted = job(ens, data), added
         if any(added >= mk > added - k for mk in marks):
             record(m)
     return rows
@@ -145,7 +156,9 @@ def run(ratio: float, seed: int, train_pairs: list, test: list, norm_obs: np.nda
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ratios", default="0.1,0.03,0.01")
+    p.add_argument("--ratios", default="0.1,0.03,0.01",
+                   help="fit schedules, comma-separated: a number is the paper's fixed ratio, 'labels' the "
+                        "label-driven schedule (its knobs after ':' separated by '/': labels:growth=0.1/patience=2)")
     p.add_argument("--every", type=int, default=1000, help="agent steps between refits")
     p.add_argument("--seeds", default="0")
     p.add_argument("--batch", type=int, default=32, help="reward_batch: comparisons per member per minibatch")
@@ -178,7 +191,7 @@ def main(argv=None) -> int:
     norm_obs = np.concatenate([train_segs[i].obs[::2] for i in pick])[:1024]
     rows = []
     for seed in (int(s) for s in a.seeds.split(",")):
-        for ratio in (float(r) for r in a.ratios.split(",")):
+        for ratio in (r.replace("/", ",") for r in a.ratios.split(",")):
             for dtype in a.dtypes.split(","):
                 rows += run(ratio, seed, train_pairs, test, norm_obs, a, penalty, dtype)
             if a.csv:
