@@ -1234,21 +1234,6 @@ class RewardEnsemble:
         )
         return metrics
 
-    def pretrain(self, dataset: PreferenceDataset, epochs: int = 200, rng: np.random.Generator | None = None,
-                 callback=None) -> dict:
-        """``epochs`` passes over the data (paper: 200 on the initial Atari labels), one
-        ``train`` call per epoch so the L2 coefficients adapt as it goes. ``callback(epoch,
-        metrics)`` is called after each epoch. Returns the last epoch's metrics."""
-        self._check_dataset(dataset)
-        per_epoch = max(1, round(np.mean([len(dataset.train_multiset(j)) for j in range(self.n_members)])))
-        metrics: dict = {}
-        for e in range(int(epochs)):
-            metrics = self.train(dataset, per_epoch, rng)
-            metrics["epoch"] = e + 1
-            if callback is not None:
-                callback(e + 1, metrics)
-        return metrics
-
     @torch.no_grad()
     def evaluate(self, dataset: PreferenceDataset, rng: np.random.Generator | None = None,
                  max_items: int | None | str = "default") -> dict:

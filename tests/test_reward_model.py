@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rlhp_core.config import TrainConfig, resolve
+from rlhp_core.fit_schedule import Plateau
 from rlhp_core.reward_model import (
     CNN_LAYERS,
     FusedCNN,
@@ -212,7 +213,7 @@ def test_learns_a_linear_reward_from_rational_preferences():
     task = LinearTask(seed=1)
     ds = task.dataset(300)
     ens = vector_ensemble()
-    m = ens.pretrain(ds, epochs=30, rng=np.random.default_rng(0))
+    m = Plateau(None, 30, 30).run(ens, ds)  # 30 epochs, as the learner pretrains
     assert m["val_accuracy"] >= 0.85
     # Fresh pairs the model never saw, judged by the ensemble's normalised prediction.
     o, a, left = task.pairs(400)
@@ -557,7 +558,7 @@ def test_bf16_learns_a_cnn_reward_as_well_as_float32():
             no_actions = np.zeros(frames.shape[2], dtype=np.int64)  # the CNN does not use them
             ds.add(frames[i, 0], no_actions, frames[i, 1], no_actions, answer, key=i)
         ens = RewardEnsemble(ATARI, 6, dropout=0.5, reward_std=0.05, lr=1e-3, conv_dtype=dt, seed=0)
-        ens.pretrain(ds, epochs=12, rng=np.random.default_rng(0))
+        Plateau(None, 12, 12).run(ens, ds)
         r = ens.segment_returns(test_frames.reshape(-1, 2, *ATARI)).mean(0).reshape(-1, 2)
         accs[dt] = ((r[:, 0] > r[:, 1]) == (test_ret[:, 0] > test_ret[:, 1]))[decisive].mean()
     assert accs["float32"] >= 0.8, accs
