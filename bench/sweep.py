@@ -646,8 +646,7 @@ class Objective:
 
         def on_metrics(step: int, metrics: dict[str, float]) -> None:
             state["step"] = step
-            self.tracker.log_metrics(run_id, step, metrics)
-            self.tracker.log_episodes(run_id, Path(cfg.run_dir), step)
+            self.tracker.log_step(run_id, Path(cfg.run_dir), step, metrics)
             ret = metrics.get("charts/episodic_return")
             if ret is not None and math.isfinite(ret):
                 state["last_return"] = ret

@@ -131,6 +131,7 @@ class Tracker:
             artifact_location = default_artifact_location(tracking_uri)
         self.uri = tracking_uri = normalize_url(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        self._episodes_read: dict[Path, tuple] = {}  # episodes.csv -> (inode, header, offset read to)
         self.source_tags = source_tags(program, command)
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
@@ -197,27 +198,39 @@ class Tracker:
     def set_tags(self, run_id: str, tags: dict) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:MAX_PARAM_CHARS]) for k, v in tags.items()])
 
-    def log_metrics(self, run_id: str, step: int, metrics: dict[str, float]) -> None:
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and math.isfinite(v)]
+    def _log_batch(self, run_id: str, batch: list) -> None:
         for i in range(0, len(batch), 1000):
             self.client.log_batch(run_id, metrics=batch[i:i + 1000])
 
-    def log_episodes(self, run_id: str, run_dir: Path, step: int) -> None:
-        """Each episode the learner wrote to episodes.csv with its metrics row at ``step`` (call it
-        from on_metrics), as ``charts/episode_return`` (and ``charts/episode_gained`` / ``_lost``)
-        at the agent step the episode ended: a curve with a point per episode, not per log window."""
+    def log_metrics(self, run_id: str, step: int, metrics: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        self._log_batch(run_id, [Metric(k, float(v), now, int(step)) for k, v in metrics.items()
+                                 if isinstance(v, (int, float)) and math.isfinite(v)])
+
+    def log_step(self, run_id: str, run_dir: Path, step: int, metrics: dict[str, float]) -> None:
+        """A learner's metrics row at ``step`` (its on_metrics), and the episodes it wrote to
+        episodes.csv with that row as ``charts/episode_return`` (and ``_gained`` / ``_lost``) at the
+        agent step each ended: a curve with a point per episode, not per log window. episodes.csv is
+        read from where the last call stopped; a resume rewrites the file (a new inode), and then it
+        is read from the start."""
+        self.log_metrics(run_id, step, metrics)
         path = Path(run_dir) / "episodes.csv"
         if not path.is_file():
             return
         with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("env_steps") == str(step)]
+            inode = os.fstat(f.fileno()).st_ino
+            seen, header, offset = self._episodes_read.get(path, (None, None, 0))
+            if seen != inode:
+                header = next(csv.reader([f.readline()]))
+            else:
+                f.seek(offset)
+            lines = f.readlines()
+            self._episodes_read[path] = (inode, header, f.tell())
+        rows = [dict(zip(header, r)) for r in csv.reader(lines)]
         now = int(time.time() * 1000)
-        batch = [Metric(f"charts/episode_{k}", float(r[k]), now, int(r["end_step"]))
-                 for r in rows for k in ("return", "gained", "lost") if r.get(k) not in (None, "")]
-        for i in range(0, len(batch), 1000):
-            self.client.log_batch(run_id, metrics=batch[i:i + 1000])
+        self._log_batch(run_id, [Metric(f"charts/episode_{k}", float(r[k]), now, int(r["end_step"]))
+                                 for r in rows if r.get("env_steps") == str(step)
+                                 for k in ("return", "gained", "lost") if r.get(k) not in (None, "")])
 
     def end(self, run_id: str, status: str) -> None:
         """status: FINISHED, FAILED or KILLED (pruned or interrupted)."""
@@ -440,8 +453,7 @@ def track_training(train_fn: Callable[..., dict], cfg, *, tracking_uri: str, exp
 
     def on_metrics(step: int, metrics: dict[str, float]) -> None:
         record_run_id()
-        tracker.log_metrics(run_id, step, metrics)
-        tracker.log_episodes(run_id, run_dir, step)
+        tracker.log_step(run_id, run_dir, step, metrics)
 
     def log_env_info() -> None:
         try:

@@ -324,7 +324,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     try:
         c.reward_fit_schedule = canonical_fit_schedule(c.reward_fit_schedule)
     except ValueError as exc:
-        raise ConfigError("reward_fit_schedule", f"{exc}; allowed: 'ratio', 'labels' or 'labels:KNOB=VALUE,...'") from None
+        raise ConfigError("reward_fit_schedule", f"{exc}; allowed: 'ratio', 'ratio:per_label=N', 'labels' or 'labels:KNOB=VALUE,...'") from None
     if c.reward_std is None:
         c.reward_std = 0.05 if atari else 1.0
     if c.dropout is None:

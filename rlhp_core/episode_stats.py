@@ -72,7 +72,7 @@ class EpisodeStats:
         self.cumulative_gained += float(gained.sum())
         for i in np.flatnonzero(ended):
             self._finished.append((int(i), self._ret[i], int(self._length[i]), self._gained[i], self._lost[i],
-                                   self._progress[i], -1 if at_step is None else int(at_step)))
+                                   self._progress[i], at_step))
             self.recent.append(float(self._ret[i]))
             self.count += 1
             self._ret[i] = self._gained[i] = self._lost[i] = self._progress[i] = 0.0
@@ -101,11 +101,16 @@ class EpisodeStats:
     def window_episodes(self) -> list[dict[str, float]]:
         """The episodes finished in the current window (as :meth:`pop_episodes` gives them), left in
         place for :meth:`pop_window`: the learner writes them to episodes.csv at each log."""
-        finished = list(self._finished)
-        try:
-            return self.pop_episodes()
-        finally:
-            self._finished = finished
+        keys = ("env", "return", "length", "gained", "lost", "progress", "end_step")
+        out = []
+        for record in self._finished:
+            episode = {k: (v if k in ("env", "length", "end_step") else float(v)) for k, v in zip(keys, record)}
+            if not self._has_progress:
+                del episode["progress"]
+            if episode.get("end_step") is None:  # not known (evaluation), or a checkpoint from before it
+                episode.pop("end_step", None)
+            out.append(episode)
+        return out
 
     def pop_episodes(self) -> list[dict[str, float]]:
         """Each episode finished since the last call, in the order they ended (envs in index order
@@ -113,14 +118,7 @@ class EpisodeStats:
         run's agent steps when it ended, where known) and, where the env measures it, ``progress``. For evaluation, which needs every episode's numbers (spread,
         min, max, per-env episode quotas) rather than a window's means; it empties the same list
         as :meth:`pop_window`, so a caller uses one or the other."""
-        keys = ("env", "return", "length", "gained", "lost", "progress", "end_step")
-        out = [{k: (int(v) if k in ("env", "length", "end_step") else float(v)) for k, v in zip(keys, record)}
-               for record in self._finished]
-        for episode in out:
-            if not self._has_progress:
-                del episode["progress"]
-            if episode.get("end_step", -1) < 0:
-                episode.pop("end_step", None)
+        out = self.window_episodes()
         self._finished = []
         return out
 

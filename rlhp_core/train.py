@@ -32,12 +32,12 @@ import torch
 
 from .allocator import active_allocator
 from .background_fit import BackgroundFit
-from .fit_schedule import Plateau, make_fit_schedule
 from .buffer import SegmentBuffer
 from .checkpoint import CheckpointError, load_latest, save_checkpoint
 from .config import TrainConfig, resolve, save_config
 from .envs import episode_step_limit, make_vec_env
 from .episode_stats import WINDOW_KEYS, EpisodeStats
+from .fit_schedule import Plateau, make_fit_schedule
 from .label_store import LabelStore
 from .run_lock import RunLock
 from .labeler import Labeler, RoutedLabeler
@@ -66,10 +66,11 @@ PRETRAIN_CHECKPOINT_EPOCHS = 10
 """Reward-model pretraining writes a checkpoint every this many epochs."""
 
 RESUMABLE_CHANGES = {"total_steps", "device", "progress", "checkpoint_every", "log_every", "run_dir", "extra"}
+"""Config fields that may differ when a run directory is resumed."""
+
 REWARD_MODEL_ONLY = {"reward_fit_schedule"}
 """Settings a true-reward run never uses (it trains no reward model): resuming one with another
 value of these is the same run (a sweep may pin them for its label-using cells)."""
-"""Config fields that may differ when a run directory is resumed."""
 
 
 def resolve_device(name: str) -> torch.device:
