@@ -1,7 +1,10 @@
-"""Seaborn figures for a trial (logged to its MLflow run) and for a sweep (bench.report).
+"""Seaborn figures for a trial (logged to its MLflow run) and for a sweep (bench.report): every plot of bench.
 
-The sweep figures take bench.report's frames: curves in long format (one row per trial and log
-row, metrics.csv's column names, a ``group`` and a ``trial`` column) and its tables.
+The sweep figures take bench.report_data's frames: curves in long format (one row per trial and
+log row, metrics.csv's column names, a ``group`` and a ``trial`` column) and bench.report_tables'
+tables. Which figures a report shows, under which file name and title, is chosen at the end of
+this module (:func:`grid_figures`, :func:`teacher_figures`, :func:`search_figures`,
+:func:`progress_figures`); bench.report saves them.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from . import stats  # noqa: E402
+from typing import Iterator  # noqa: E402
 
-RETURN = "charts/episodic_return"
-LABELS = "labels/answered"
+from . import presets, stats  # noqa: E402
+from .metrics import CUMULATIVE_PANELS, DIAGNOSTIC_PANELS, FINAL_METRICS, LABELS, PROGRESS_PANELS, RETURN  # noqa: E402
 
 _TRIAL_PANELS = (
     ("episode return (true)", (RETURN,)),
@@ -511,3 +514,71 @@ def return_by_teacher(curves: pd.DataFrame, families: dict[str, str]):
 def save(fig, path) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# -- the figures of a report, per sweep kind (bench.report) -----------------------------------------------
+Figures = Iterator[tuple[str, str, object]]
+"""(file name, title, figure) in the README's order, each drawn when asked for; a None figure has nothing to show."""
+
+
+def grid_figures(done: pd.DataFrame, curves: pd.DataFrame) -> Figures:
+    """A grid's: return per budget (and per method, for ablations), labels over training, final returns."""
+    if curves[RETURN].notna().any():
+        with_return = curves[curves[RETURN].notna()]
+        yield "return_by_budget.png", "Episode return over training, per label budget", return_by_budget(with_return)
+        yield ("return_by_method.png", "Ablations side by side, one panel per label budget",
+               return_by_method(with_return))
+    if curves[LABELS].notna().any():
+        yield "labels_over_training.png", "Labels gathered over training", labels_over_training(curves)
+    if len(done):
+        yield "final_returns.png", "Final return per budget and method", final_returns(done)
+
+
+def teacher_figures(done: pd.DataFrame, curves: pd.DataFrame, teachers: list[str], env_id: str) -> Figures:
+    """A teacher axis': final return against noise, per teacher (in ``teachers``' order), and curves per teacher.
+    ``done``: bench.report_data.teacher_trials' frame."""
+    if len(done):
+        yield "return_vs_noise.png", "Final return vs noise level", return_vs_noise(done, env_id)
+        yield "final_returns.png", "Final return per teacher", final_returns_by_teacher(done, teachers)
+    if curves[RETURN].notna().any():
+        teacher_of = dict(zip(done["number"], done["teacher"]))
+        with_teacher = curves.assign(teacher=[teacher_of[n] for n in curves["number"]])
+        yield ("return_by_teacher.png", "Episode return over training, per teacher",
+               return_by_teacher(with_teacher[with_teacher[RETURN].notna()], dict(zip(done["teacher"], done["family"]))))
+
+
+def search_figures(trials: pd.DataFrame, best_curves: pd.DataFrame) -> Figures:
+    """A search's: its history, and the curves of its best trials."""
+    if trials["value"].notna().any():
+        yield "search_history.png", "Search history", search_history(trials[trials["value"].notna()])
+    title = "Episode return over training, best 5 trials"
+    yield ("return_curves.png", title,
+           curve_panels(best_curves, [(RETURN, "episode return (true)")], hue="trial", per_run=True, title=title))
+
+
+def progress_figures(curves: pd.DataFrame, running: pd.DataFrame, progress: pd.DataFrame, finals: pd.DataFrame,
+                     key: str, order: list[str]) -> Figures:
+    """Every grid's: progress per cell group against agent steps and labels, reward collected, final metrics
+    against the budget, diagnostics, the running trials so far, and the performance profile of the final
+    metric ``key`` (two or more groups). ``progress``: bench.report_tables.progress_table; ``finals``: its rows
+    per trial (final_values)."""
+    yield ("progress_curves.png", "Progress over training, per cell group",
+           curve_panels(curves, PROGRESS_PANELS, hue_order=order, title="Progress over training"))
+    yield ("cumulative_reward.png", "True reward and gains collected during training",
+           curve_panels(curves, CUMULATIVE_PANELS, hue_order=order,
+                        title="Reward collected during training (run-long sums over all envs)"))
+    prefs = curves[[presets.uses_labels(m) for m in curves["method"]]]
+    yield ("progress_vs_labels.png", "Progress against labels answered",
+           curve_panels(prefs, PROGRESS_PANELS, x=LABELS, xlabel="labels answered", hue_order=order, per_run=True,
+                        title="Progress against labels answered (preference runs)"))
+    if progress.loc[~progress["baseline"].astype(bool), "budget"].nunique() > 1:
+        yield "final_vs_budget.png", "Final metrics per label budget", final_vs_budget(progress, dict(FINAL_METRICS))
+    yield ("diagnostics.png", "Training diagnostics (PPO and reward model)",
+           curve_panels(curves, DIAGNOSTIC_PANELS, hue_order=order, title="Training diagnostics"))
+    yield ("running_trials.png", "Running trials so far (partial; not in the tables)",
+           curve_panels(running, PROGRESS_PANELS, hue="cell", per_run=True,
+                        title="Running trials so far (not in the tables)"))
+    if finals["group"].nunique() >= 2 and key in finals:
+        label = dict(FINAL_METRICS)[key]
+        yield ("performance_profile.png", f"Performance profile: fraction of runs above τ on {label}",
+               performance_profile(finals, key, label, order))

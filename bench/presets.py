@@ -56,6 +56,12 @@ METHOD_NAMES = tuple(METHODS)
 """The choices of the 'method' trial parameter. Append only: Optuna refuses a changed categorical space."""
 
 
+def uses_labels(method: str) -> bool:
+    """Whether ``method`` learns from labels; a name this code does not know (a study of a newer version)
+    is taken to."""
+    return not (method in METHODS and not METHODS[method].uses_labels)
+
+
 MEASURED_SPS: dict[tuple[str, str, bool], tuple[float, str]] = {
     ("ALE", "a2c", True): (130.0, "results/speed/loop_speed.csv: Enduro, A2C, the full recipe at ratio 0.1, "
                                   "background fit, tcmalloc, 2 idle cores"),

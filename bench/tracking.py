@@ -40,6 +40,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from rlhp_core.paths import write_atomic
+
 from .storage import mask_url, normalize_url, scheme_of, sqlite_path
 
 MAX_PARAM_CHARS = 6000
@@ -445,10 +447,9 @@ def track_training(train_fn: Callable[..., dict], cfg, *, tracking_uri: str, exp
         # once the learner holds the run directory (its lock): a second learner refused on it
         # must not point the directory at its own, failed, MLflow run
         if not recorded["done"] and run_dir.is_dir():
-            tmp = id_file.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps({"tracking_uri": mask_url(tracking_uri), "experiment": experiment,
-                                       "experiment_id": tracker.experiment_id, "run_id": run_id}, indent=2) + "\n")
-            tmp.replace(id_file)
+            write_atomic(id_file, json.dumps({"tracking_uri": mask_url(tracking_uri), "experiment": experiment,
+                                              "experiment_id": tracker.experiment_id, "run_id": run_id},
+                                             indent=2) + "\n")
             recorded["done"] = True
 
     def on_metrics(step: int, metrics: dict[str, float]) -> None:

@@ -7,7 +7,7 @@ See oracles/README.md. Names are imported lazily, so ``python -m oracles.teacher
 from importlib import import_module
 
 _EXPORTS = {
-    "ScriptedLabeler": "scripted", "make_labeler": "scripted",
+    "ConfiguredLabeler": "configured", "ScriptedLabeler": "scripted", "make_labeler": "scripted",
     "Teacher": "teacher", "TeacherParams": "teacher", "PRESETS": "teacher", "ENV_DEFAULTS": "teacher",
     "env_defaults": "teacher", "format_spec": "teacher", "parse_teacher": "teacher", "teacher_for_env": "teacher",
 }

@@ -33,7 +33,9 @@ How a teacher answers one query (left segment 1, right segment 2), rule by rule:
    ``equal_threshold = -inf`` is accepted as the older spelling of ``tie=coin`` (exact ties to a
    coin) and is stored as ``equal_threshold=0, tie=coin``; with ``tie=skip`` it is refused.
 4. **Prefer** (pairs that are not ties). ``P(left) = softmax(beta * [R1, R2])[0] =
-   sigmoid(beta * (R1 - R2))``, sampled. ``beta = inf`` is the rational teacher: the higher R wins.
+   sigmoid(beta * (R1 - R2))``, sampled: the Bradley-Terry model the reward model fits
+   (``rlhp_core.reward.bradley_terry.bt_prob``) with rationality ``beta``. ``beta = inf`` is the
+   rational teacher: the higher R wins.
 5. **Mistake.** A "left"/"right" answer is swapped with probability ``eps_mistake``.
    "equal" and "incomparable" are never swapped (as in B-Pref, where the equal label
    overrides the flipped one).
@@ -77,6 +79,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from rlhp_core.reward.bradley_terry import bt_prob
 from rlhp_core.segments import ANSWERS, Query, Segment
 
 __all__ = [
@@ -340,10 +343,7 @@ class Teacher:
         """P(left chosen before mistakes), and the incomparable and equal masks, for every query."""
         r = self.pair_returns(queries)
         d = r[:, 0] - r[:, 1]
-        if math.isinf(self.params.beta):
-            p = np.where(d > 0, 1.0, np.where(d < 0, 0.0, 0.5))
-        else:
-            p = 0.5 * (1.0 + np.tanh(0.5 * self.params.beta * d))  # sigmoid(beta*(R1-R2)), without overflow
+        p = bt_prob(r[:, 0], r[:, 1], self.params.beta)  # rule 4: sigmoid(beta * (R1 - R2))
         skip = np.maximum(r[:, 0], r[:, 1]) < self.params.skip_threshold  # rule 2
         tie = ~skip & (np.abs(d) <= self.params.equal_threshold)  # rule 3
         if math.isfinite(self.params.progress_margin) and tie.any():  # rule 3a

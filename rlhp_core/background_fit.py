@@ -16,7 +16,7 @@ So r̂ lags one refit interval (``reward_update_every`` steps) behind the synchr
 dataset is only touched while no fit is running. Nothing depends on how long a fit takes.
 PyTorch releases the GIL inside its kernels, so a thread is enough: no second process, no
 copying frames between processes. The trainer's dropout masks come from the ensemble's own
-generator (reward_model.dropout), never from the global one the policy samples from.
+generator (rlhp_core/reward/networks.dropout), never from the global one the policy samples from.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import copy
 import threading
 
 from .fit_schedule import FitJob
-from .reward_model import PreferenceDataset, RewardEnsemble
+from .reward import PreferenceDataset, RewardEnsemble
 
 
 class BackgroundFit:

@@ -284,20 +284,13 @@ def _check_device(device: str) -> None:
 
 def _check_labeler(c: TrainConfig) -> None:
     """Build the scripted teacher once (cheap, writes nothing): an unknown preset or knob is refused here."""
-    spec = c.labeler.strip()
     try:
-        if spec == "human" or spec.endswith("+human"):
-            import oracles.human  # noqa: F401 - the page must be there before the run starts
-        from oracles.scripted import make_labeler
+        from oracles.configured import ConfiguredLabeler
+
+        ConfiguredLabeler(c.labeler).check(c)
     except ImportError as exc:
         raise ConfigError("labeler", f"labeler {c.labeler!r} needs the oracles package, which is not "
                                      f"importable here ({exc})") from None
-    teacher = spec[: -len("+human")] if spec.endswith("+human") else spec
-    if teacher == "human":
-        return
-    try:
-        make_labeler(teacher, seed=c.seed, env_id=c.env_id, segment_length=c.segment_length,
-                     episode_end_penalty=c.episode_end_penalty)
     except ValueError as exc:
         raise ConfigError("labeler", f"labeler {c.labeler!r}: {exc}") from None
 
@@ -406,22 +399,39 @@ def _checked_config(argv: list[str] | None) -> TrainConfig:
     return _parse(argv)[0]
 
 
+def labeler_for(cfg: TrainConfig):
+    """The labeler ``cfg.labeler`` names (oracles.configured.ConfiguredLabeler), for a preference
+    run; None for the true-reward baseline. Here, the composition root, the core (which knows
+    nothing of who answers) meets the oracles."""
+    if cfg.reward != "preferences":
+        return None
+    from oracles.configured import ConfiguredLabeler
+
+    return ConfiguredLabeler(cfg.labeler)
+
+
+def train(cfg: TrainConfig, **kwargs) -> dict:
+    """Train (or resume) ``cfg`` with the labeler it names (rlhp_core.train.run_training with
+    :func:`labeler_for`); ``kwargs``: run_training's ``on_metrics`` and ``should_stop``."""
+    from .train import run_training
+
+    return run_training(cfg, labeler=labeler_for(cfg), **kwargs)
+
+
 def _train(cfg: TrainConfig, tracking: dict | None = None) -> int:
     import torch
-
-    from .train import run_training
 
     torch.set_num_threads(int(os.environ.get("RLHP_TORCH_THREADS", "1")))
     try:
         if tracking and tracking.get("tracking_uri"):
             from bench.tracking import track_training  # only now: see the module docstring
 
-            summary = track_training(run_training, cfg, tracking_uri=tracking["tracking_uri"],
+            summary = track_training(train, cfg, tracking_uri=tracking["tracking_uri"],
                                      experiment=tracking.get("experiment"), command=tracking.get("command"))
             print(f"MLflow: run {summary.get('mlflow_run_id')} in experiment {summary.get('mlflow_experiment')!r} "
                   f"({summary.get('mlflow_page')})", file=sys.stderr)
         else:
-            summary = run_training(cfg)
+            summary = train(cfg)
     except (ValueError, FileNotFoundError) as exc:  # found by the learner: e.g. a run dir of another config
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .fit_schedule import canonical_fit_schedule
+from .paths import write_atomic
 
 ALGOS = ("a2c", "ppo")
 REWARD_SOURCES = ("preferences", "true")
@@ -383,7 +384,52 @@ def _check_label_counts(c: TrainConfig) -> None:
 
 
 def save_config(cfg: TrainConfig, run_dir: Path) -> None:
-    path = run_dir / "config.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(cfg.to_json())
-    tmp.replace(path)
+    write_atomic(run_dir / "config.json", cfg.to_json())
+
+
+RESUMABLE_CHANGES = {"total_steps", "device", "progress", "checkpoint_every", "log_every", "run_dir", "extra"}
+"""Config fields that may differ when a run directory is resumed."""
+
+REWARD_MODEL_ONLY = {"reward_fit_schedule"}
+"""Settings a true-reward run never uses (it trains no reward model): resuming one with another
+value of these is the same run (a sweep may pin them for its label-using cells)."""
+
+
+def resumed_config(run_dir: Path, asked: TrainConfig, cfg: TrainConfig) -> TrainConfig:
+    """The config to run in ``run_dir``: ``cfg`` (``asked``, resolved) when the folder holds no
+    config.json; else the recorded run's, with the changes :data:`RESUMABLE_CHANGES` allows.
+
+    A setting ``asked`` leaves to its per-env default (None, or reward_fit 'auto') goes on as the
+    run started: the default may have changed since (reward_fit 'auto' did; lr_horizon follows
+    total_steps off Atari, and total_steps may grow on resume). Any other difference raises
+    ValueError naming each field, the run's value and the asked one.
+    """
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        return cfg
+    try:
+        old = TrainConfig.from_json(path.read_text())
+        recorded = json.loads(path.read_text())
+        if "lr_horizon" not in recorded:  # written before it existed: decayed over the run
+            old.lr_horizon = old.total_steps
+        if "reward_fit_schedule" not in recorded:  # written before it existed: the paper's ratio
+            old.reward_fit_schedule = "ratio"
+        old = resolve(old)
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a config this code can read: {exc}") from exc
+    kept = {f.name: getattr(old, f.name) for f in dataclasses.fields(TrainConfig)
+            if getattr(asked, f.name) is None or (f.name == "reward_fit" and asked.reward_fit == "auto")}
+    cfg = dataclasses.replace(cfg, **kept)
+    diffs = {
+        f.name: (getattr(old, f.name), getattr(cfg, f.name))
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in RESUMABLE_CHANGES and getattr(old, f.name) != getattr(cfg, f.name)
+        and not (f.name in REWARD_MODEL_ONLY and old.reward == cfg.reward == "true")
+    }
+    if diffs:
+        listing = ", ".join(f"{k}: run has {a!r}, asked {b!r}" for k, (a, b) in diffs.items())
+        raise ValueError(
+            f"run directory {run_dir} belongs to a different configuration ({listing}); "
+            f"use a new run_dir, or repeat the original settings to resume"
+        )
+    return cfg

@@ -68,6 +68,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from .config import is_atari
+
 __all__ = [
     "BLANK_VALUE",
     "SCORE_REGIONS",
@@ -759,7 +761,7 @@ def atari_game(env_id: str) -> str | None:
     if not str(spec.entry_point).startswith("ale_py"):
         return None
     kw = spec.kwargs
-    ok_form = env_id.startswith("ALE/") and env_id.endswith("-v5") or env_id.endswith("NoFrameskip-v4")
+    ok_form = is_atari(env_id) and (env_id.endswith("-v5") or env_id.endswith("NoFrameskip-v4"))
     if not ok_form or kw.get("obs_type", "rgb") != "rgb":
         raise ValueError(
             f"Atari env id {env_id!r} is not supported; allowed: ALE/<Game>-v5 (e.g. ALE/Enduro-v5) "

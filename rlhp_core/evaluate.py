@@ -51,7 +51,7 @@ from .cli import ArgumentParser
 from .config import parse_int
 from .envs import episode_step_limit
 from .episode_stats import EpisodeStats
-from .paths import check_writable_dir
+from .paths import check_writable_dir, write_atomic
 from .trained import load_policy, make_vec_env_for, read_config, real_time_fps
 
 PROG = "python -m rlhp_core.evaluate"
@@ -436,9 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     json_path = _json_path(args, run_dir, summary)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    tmp.replace(json_path)
+    write_atomic(json_path, json.dumps(summary, indent=2, default=str) + "\n")
     print(describe(summary))
     print(f"summary: {json_path}")
     return 0

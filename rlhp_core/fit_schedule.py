@@ -91,7 +91,7 @@ class Plateau:
             self.record(fit, ensemble.validation_loss(dataset) if self.patience is not None else math.nan)
             fit["epoch"] = self.epoch
         if fit and self.done and self.patience is not None:
-            # the fit's metrics (and the chance gate of rlhp_core/normalization.py) on every held-out
+            # the fit's metrics (and the chance gate of rlhp_core/reward/normalization.py) on every held-out
             # comparison, not on the per-epoch sample
             fit.update(ensemble.evaluate(dataset, max_items=None))
         return fit

@@ -102,27 +102,23 @@ class LabelStore:
     Thread-safe: one connection per thread.
     """
 
-    def __init__(self, path: str | Path, env_id: str | None = None, obs_shape: Sequence[int] | None = None):
+    def __init__(self, path: str | Path, env_id: str | None = None, obs_shape: Sequence[int] | None = None, *,
+                 read_only: bool = False):
+        """Open (or, given ``env_id``, create) the store at ``path``.
+
+        ``read_only``: an existing store, for reading it (reports, audits) without writing anything to it
+        or beside it (:func:`paths.connect_readonly`: no -wal or -shm files next to a finished store).
+        A missing file or one that is not a label store is a LabelStoreError (:func:`read_meta`); a
+        write through such a store fails with sqlite3.OperationalError.
+        """
         self.path = Path(path)
+        self.read_only = read_only
         self._local = threading.local()
         self._write_lock = threading.Lock()
-        if env_id is None and not self.path.exists():
-            raise FileNotFoundError(f"label store {self.path} does not exist")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con().executescript(_SCHEMA)  # idempotent; executescript commits on its own
-        with self._tx() as con:
-            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-            if not meta:
-                if env_id is None:
-                    raise LabelStoreError(f"{self.path} is not a label store (no meta table rows)")
-                rows = {
-                    "schema_version": str(SCHEMA_VERSION),
-                    "env_id": env_id,
-                    "obs_shape": json.dumps(list(obs_shape or [])),
-                    "created_at": repr(time.time()),
-                }
-                con.executemany("INSERT INTO meta VALUES (?, ?)", rows.items())
-                meta = rows
+        if read_only:
+            meta = read_meta(self.path)
+        else:
+            meta = self._create_or_check(env_id, obs_shape)
         if int(meta.get("schema_version", -1)) != SCHEMA_VERSION:
             raise LabelStoreError(
                 f"label store {self.path} has schema version {meta.get('schema_version')}, "
@@ -145,12 +141,35 @@ class LabelStore:
     def _con(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
         if con is None:
-            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
-            con.execute("PRAGMA foreign_keys=ON")
+            if self.read_only:
+                con = connect_readonly(self.path)
+            else:
+                con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA synchronous=FULL")
+                con.execute("PRAGMA foreign_keys=ON")
             self._local.con = con
         return con
+
+    def _create_or_check(self, env_id: str | None, obs_shape: Sequence[int] | None) -> dict[str, str]:
+        """The store's meta rows, after adding its schema (and, given ``env_id``, its meta) where missing."""
+        if env_id is None and not self.path.exists():
+            raise FileNotFoundError(f"label store {self.path} does not exist")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con().executescript(_SCHEMA)  # idempotent; executescript commits on its own
+        with self._tx() as con:
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+            if not meta:
+                if env_id is None:
+                    raise LabelStoreError(f"{self.path} is not a label store (no meta table rows)")
+                meta = {
+                    "schema_version": str(SCHEMA_VERSION),
+                    "env_id": env_id,
+                    "obs_shape": json.dumps(list(obs_shape or [])),
+                    "created_at": repr(time.time()),
+                }
+                con.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+        return meta
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -50,3 +50,20 @@ def check_writable_dir(path: str | Path) -> None:
         reason = exc.strerror or type(exc).__name__
         what = "" if probe == path.absolute() else f" (to create {path} in)"
         raise ValueError(f"cannot write in folder {probe}{what}: {reason}") from None
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader (or a crash) sees the old file or the new one,
+    never half of one: the bytes go to a temporary file beside it, which then replaces it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

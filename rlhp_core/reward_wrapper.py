@@ -17,7 +17,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from .reward_model import RewardEnsemble
+from .reward import RewardEnsemble
 
 __all__ = ["LearnedRewardWrapper"]
 

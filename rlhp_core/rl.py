@@ -44,7 +44,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ALGOS = ("a2c", "ppo")
+from .config import ALGOS
+
 POLICIES = ("auto", "cnn", "mlp")
 
 

@@ -32,7 +32,7 @@ import torch
 from .checkpoint import load_latest, read_checkpoint
 from .config import TrainConfig, resolve
 from .envs import VecEnv, make_vec_env
-from .reward_model import RewardEnsemble
+from .reward import RewardEnsemble
 from .rl import RLSettings, make_algo
 
 __all__ = ["RunEnv", "RunError", "TrainedPolicy", "load_policy", "load_reward_model", "make_env", "make_vec_env_for",

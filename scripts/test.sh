@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The test command. Set up first with `bash scripts/setup.sh --test`.
 #
-#   bash scripts/test.sh          the whole suite, slow and browser tests included (what CI runs;
-#                                 ~15 min on 2 cores)
+#   bash scripts/test.sh          the whole suite, slow and browser tests included (what CI runs)
 #   bash scripts/test.sh --fast   the everyday subset, -m "not slow and not browser" (a few minutes)
 #   bash scripts/test.sh ARGS     any pytest arguments, e.g. tests/test_oracles.py or -m browser
 #
@@ -24,8 +23,14 @@ fi
 for arg in "$@"; do
   case "$arg" in -m | -m* | -k | -k* | --deselect*) selected=1 ;; esac
 done
+# Two pytest workers (pytest-xdist), a test file each at a time: the tests run one torch thread
+# each, so on CI's 2 cores the suite takes about half the time. RLHP_TEST_WORKERS=0: one process
+# (pdb, or timing a benchmark alone; benchmarks are off under xdist).
+workers=${RLHP_TEST_WORKERS:-2}
+parallel=()
+[ "$workers" != 0 ] && parallel=(-n "$workers" --dist loadfile)
 rc=0
-python -m pytest -q "$@" || rc=$?
+python -m pytest -q --durations=30 "${parallel[@]}" "$@" || rc=$?
 if [ "$rc" = 5 ] && [ "$selected" = 1 ]; then
   # pytest's "no tests collected": a marker or keyword selection can match nothing, which is no failure
   echo "scripts/test.sh: no test matches this selection (pytest exit status 5); nothing to run" >&2

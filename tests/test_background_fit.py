@@ -11,9 +11,9 @@ import torch
 
 from rlhp_core.background_fit import BackgroundFit
 from rlhp_core.checkpoint import complete_checkpoints
-from rlhp_core.reward_model import PreferenceDataset, RewardEnsemble
-from rlhp_core.train import Learner, run_training
-from tests.test_train import answers, metrics_rows, tiny
+from rlhp_core.reward import PreferenceDataset, RewardEnsemble
+from rlhp_core.cli import train
+from tests.test_train import answers, make_learner, metrics_rows, tiny
 
 torch.set_num_threads(1)
 ATARI = (4, 84, 84)
@@ -63,8 +63,8 @@ def test_a_failed_fit_is_raised_in_the_loop_and_one_fit_at_a_time():
 @pytest.mark.slow  # four learner runs: 65 s on a busy 2-core box
 def test_background_runs_are_reproducible_and_resume(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    run_training(tiny(a, reward_fit="background"))
-    run_training(tiny(b, reward_fit="background"))
+    train(tiny(a, reward_fit="background"))
+    train(tiny(b, reward_fit="background"))
     assert answers(a) == answers(b) and len(answers(a)) >= 12
     strip = lambda rows: [{k: v for k, v in r.items() if k != "charts/SPS"} for r in rows]  # noqa: E731
     assert strip(metrics_rows(a)) == strip(metrics_rows(b))
@@ -75,28 +75,28 @@ def test_background_runs_are_reproducible_and_resume(tmp_path):
     for x, y in zip(sa["ensemble"]["net"].values(), sb["ensemble"]["net"].values()):
         assert torch.equal(x, y)
     # stopped between two refits with a fit in flight: the checkpoint holds it, the rerun installs it
-    learner = Learner(tiny(c, reward_fit="background"), should_stop=lambda: learner.fitter is not None)
+    learner = make_learner(tiny(c, reward_fit="background"), should_stop=lambda: learner.reward.fitter is not None)
     try:
         first = learner.run()
     finally:
         learner.close()
     mid = torch.load(complete_checkpoints(c)[-1] / "state.pt", weights_only=False)["state"]
     assert first["stopped_early"] and mid["reward_fit_pending"] is not None
-    second = run_training(tiny(c, reward_fit="background", total_steps=1_536))
+    second = train(tiny(c, reward_fit="background", total_steps=1_536))
     assert second["env_steps"] >= 1_536 and second["labels"] > first["labels"]
     with pytest.raises(ValueError, match="reward_fit 'later' is not one of"):
-        run_training(tiny(tmp_path / "d", reward_fit="later"))
+        train(tiny(tmp_path / "d", reward_fit="later"))
 
 
 def test_auto_keeps_the_fit_mode_a_run_started_with(tmp_path):
     """reward_fit='auto' (the default) resumes a run in the mode it was started with; an explicit
     other mode is refused like any other changed setting."""
-    run_training(tiny(tmp_path, reward_fit="background", total_steps=768))
-    learner = Learner(tiny(tmp_path))  # auto -> sync on CartPole, but the run is 'background'
+    train(tiny(tmp_path, reward_fit="background", total_steps=768))
+    learner = make_learner(tiny(tmp_path))  # auto -> sync on CartPole, but the run is 'background'
     try:
         assert learner.cfg.reward_fit == "background"
     finally:
         learner.close()
     assert '"reward_fit": "background"' in (tmp_path / "config.json").read_text()
     with pytest.raises(ValueError, match="reward_fit: run has 'background', asked 'sync'"):
-        Learner(tiny(tmp_path, reward_fit="sync"))
+        make_learner(tiny(tmp_path, reward_fit="sync"))

@@ -48,7 +48,10 @@ if __name__ == "__main__":  # run as a script from the repo root
 from rlhp_core.allocator import active_allocator  # noqa: E402
 from rlhp_core.config import TrainConfig  # noqa: E402
 from rlhp_core.envs import _default_threads  # noqa: E402
+from rlhp_core.cli import labeler_for  # noqa: E402
+from rlhp_core.reward_source import LearnedReward  # noqa: E402
 from rlhp_core.train import Learner  # noqa: E402
+from tests.test_reward_model import member_probs  # noqa: E402
 
 ENDURO = "ALE/Enduro-v5"
 NUM_ENVS = 16
@@ -134,20 +137,13 @@ def bench_config(run_dir, ratio: float | None = None, **overrides) -> TrainConfi
     return TrainConfig(**kw)
 
 
-def _unpatched_post_queries(learner):
-    import rlhp_core.train as train_mod
-
-    post = learner._post_queries
-
-    def post_queries(*a, **kw):
-        saved = train_mod._StateIds
-        train_mod._StateIds = lambda buffer: buffer  # noqa: E731
-        try:
-            return post(*a, **kw)
-        finally:
-            train_mod._StateIds = saved
-
-    return post_queries
+def frames_scorer(buffer, ensemble):
+    """The query selection the learner had before per-state r̂ (queries.ensemble_disagreement):
+    every member on every frame of every candidate window, as gathered."""
+    def score(le, ls, re, rs, length):
+        return member_probs(ensemble, buffer.gather(le, ls, length, "obs"), buffer.gather(le, ls, length, "actions"),
+                            buffer.gather(re, rs, length, "obs"), buffer.gather(re, rs, length, "actions"))
+    return score
 
 
 def loop_speed(cfg: TrainConfig, steps: int, parts: bool = True, frame_per_window_queries: bool = False) -> dict:
@@ -157,11 +153,13 @@ def loop_speed(cfg: TrainConfig, steps: int, parts: bool = True, frame_per_windo
     def stop() -> bool:
         return "t0" in state and learner.env_steps - state["start"] >= steps
 
-    learner = Learner(cfg, should_stop=stop)
-    if frame_per_window_queries and learner.prefs:
-        # before/after: the query selection the learner had before per-state r̂ (train._StateIds)
-        learner._member_probs_by_state = learner.ensemble.member_probs
-        learner._post_queries = _unpatched_post_queries(learner)
+    learner = Learner(cfg, labeler=labeler_for(cfg), should_stop=stop)
+    learned = learner.reward if isinstance(learner.reward, LearnedReward) else None
+    import rlhp_core.reward_source as source
+
+    per_state = source.ensemble_disagreement
+    if frame_per_window_queries and learned is not None:  # before/after per-state r̂ in query selection
+        source.ensemble_disagreement = lambda buffer, _raw: frames_scorer(buffer, learned.ensemble)
     timer = _PartTimer()
     if parts:
         L = learner
@@ -169,47 +167,49 @@ def loop_speed(cfg: TrainConfig, steps: int, parts: bool = True, frame_per_windo
         timer.wrap(L.algo, "act", "policy act")
         timer.wrap(L.algo, "update", "A2C update")
         timer.wrap(L.buffer, "add", "segment buffer add")
-        if L.prefs:
-            timer.wrap(L.ensemble, "predict", "reward inference (rollout r̂)", absorb=True)
-            timer.wrap(L, "_post_queries", "query selection")
-            timer.wrap(L.labeler, "post", "labeler + label-store write")
-            timer.wrap(L, "_ingest_answers", "label-store read (ingest)")
+        if learned is not None:
+            R = learned
+            timer.wrap(R.ensemble, "predict", "reward inference (rollout r̂)", absorb=True)
+            timer.wrap(R, "post_queries", "query selection")
+            timer.wrap(R.labeler, "post", "labeler + label-store write")
+            timer.wrap(R, "_ingest_answers", "label-store read (ingest)")
             if L.cfg.reward_fit == "sync":  # (a wrapped instance must not be deep-copied into the fit's thread)
-                timer.wrap(L.ensemble, "train", "reward training steps")
-                timer.wrap(L.ensemble, "evaluate", "reward eval (L2 rule)")
-            timer.wrap(L, "_update_normalization", "normalisation update")
-            timer.wrap(L, "_reward_quality", "reward-quality metric")
+                timer.wrap(R.ensemble, "train", "reward training steps")
+                timer.wrap(R.ensemble, "evaluate", "reward eval (L2 rule)")
+            timer.wrap(R, "_update_normalization", "normalisation update")
+            timer.wrap(R, "_reward_quality", "reward-quality metric")
             # reward_fit='background': train/evaluate run on the fit's thread (not timed); the
             # loop's thread only waits here for the fit started at the previous refit
-            timer.wrap(L, "_install_fit", "wait for the background fit")
-        timer.wrap(L, "_write_status", "status + metrics rows")
-        timer.wrap(L, "_log", "status + metrics rows")
-    initial = learner._initial_phase
+            timer.wrap(R, "_install_fit", "wait for the background fit")
+        timer.wrap(L, "write_status", "status + metrics rows")
+        timer.wrap(L.recorder, "log", "status + metrics rows")
+    warm_up = learner.reward.warm_up
 
-    def timed_initial(obs, frames):
-        out = initial(obs, frames)
+    def timed_warm_up(loop):
+        out = warm_up(loop)
         state["start"] = learner.env_steps
         state["t0"], state["c0"] = time.perf_counter(), time.process_time()
         timer.on = True
         return out
 
-    learner._initial_phase = timed_initial
-    if not learner.prefs:  # no initial phase: time from the first step
+    learner.reward.warm_up = timed_warm_up
+    if learned is None:  # no initial phase: time from the first step
         state["start"], state["t0"], state["c0"] = 0, time.perf_counter(), time.process_time()
         timer.on = True
     try:
         summary = learner.run()
         wall, cpu = time.perf_counter() - state["t0"], time.process_time() - state["c0"]
         n = learner.env_steps - state["start"]
-        trainer = learner.fitter.trainer if learner.fitter is not None else learner.ensemble  # background: ahead
-        fits = trainer.train_steps if learner.prefs else 0
+        trainer = None if learned is None else learned.fitter.trainer if learned.fitter is not None \
+            else learned.ensemble  # background: the trainer is ahead
+        fits = trainer.train_steps if learned is not None else 0
         out = {
             "steps": n, "wall_s": wall, "steps_per_s": n / wall, "cpu_us_per_step": cpu / n * 1e6,
             "labels": summary["labels"], "reward_train_steps": fits,
-            "reward_train_ratio": cfg.reward_train_ratio if learner.prefs else 0.0,
+            "reward_train_ratio": cfg.reward_train_ratio if learned is not None else 0.0,
             "reward_fit": learner.cfg.reward_fit, "reward_dtype": learner.cfg.reward_dtype,  # as resolved
             "reward_fit_schedule": learner.cfg.reward_fit_schedule,
-            "comparisons_trained": trainer.comparisons_seen if learner.prefs else 0,
+            "comparisons_trained": trainer.comparisons_seen if learned is not None else 0,
         }
         if parts:
             known = {p: timer.wall.get(p, 0.0) for p in PARTS}
@@ -220,6 +220,7 @@ def loop_speed(cfg: TrainConfig, steps: int, parts: bool = True, frame_per_windo
         return out
     finally:
         learner.close()
+        source.ensemble_disagreement = per_state
 
 
 def measure(steps: int, ratio: float | None = None, raw_seconds: float = 3.0, frame_per_window_queries: bool = False,
@@ -286,14 +287,12 @@ def test_bench_enduro_loop_vs_raw_emulator(benchmark, request, switches):
 
 @pytest.mark.parametrize("arch", ["cnn", "mlp"])
 def test_query_selection_by_state_matches_member_probs(arch):
-    """The learner's disagreement selection (r̂ once per distinct state, train._StateIds) picks
-    the same pairs as select_pairs with RewardEnsemble.member_probs on the gathered frames."""
-    from types import SimpleNamespace
-
+    """The learner's disagreement selection (r̂ once per distinct state,
+    queries.ensemble_disagreement) picks the same pairs as the members' probabilities on the
+    gathered frames, and gives the same probabilities."""
     from rlhp_core.buffer import SegmentBuffer
-    from rlhp_core.queries import select_pairs
-    from rlhp_core.reward_model import RewardEnsemble
-    from rlhp_core.train import _StateIds
+    from rlhp_core.queries import ensemble_disagreement, select_pairs
+    from rlhp_core.reward import RewardEnsemble
 
     rng = np.random.default_rng(0)
     n_env, cap, L = 4, 40, 10
@@ -304,21 +303,18 @@ def test_query_selection_by_state_matches_member_probs(arch):
             else rng.normal(size=(n_env, *obs_shape)).astype(dtype)
         buf.add(o, rng.integers(0, 5, n_env), rng.normal(size=n_env), np.zeros(n_env, bool))
     ens = RewardEnsemble(obs_shape, 5, n_members=3, arch=arch, seed=1)
-    fake = SimpleNamespace(buffer=buf, ensemble=ens)
-    by_state = lambda *a: Learner._member_probs_by_state(fake, *a)  # noqa: E731
+    by_state, by_frames = ensemble_disagreement(buf, ens.raw_rewards), frames_scorer(buf, ens)
     for count, newer in ((3, 0), (7, buf.steps_written - 20)):
         a = select_pairs(buf, count, L, np.random.default_rng(5), mode="disagreement", factor=10,
-                         member_probs=ens.member_probs, newer_than=newer)
-        b = select_pairs(_StateIds(buf), count, L, np.random.default_rng(5), mode="disagreement", factor=10,
-                         member_probs=by_state, newer_than=newer)
-        assert a == b
+                         score=by_frames, newer_than=newer)
+        b = select_pairs(buf, count, L, np.random.default_rng(5), mode="disagreement", factor=10,
+                         score=by_state, newer_than=newer)
+        assert a == b and len(a) == count
     le, ls = buf.sample_starts(30, L, rng)
     re_, rs = buf.sample_starts(30, L, rng)
-    ids = _StateIds(buf)
-    want = ens.member_probs(buf.gather(le, ls, L, "obs"), buf.gather(le, ls, L, "actions"),
-                            buf.gather(re_, rs, L, "obs"), buf.gather(re_, rs, L, "actions"))
-    got = by_state(ids.gather(le, ls, L, "obs"), None, ids.gather(re_, rs, L, "obs"), None)
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    want = by_frames(le, ls, re_, rs, L)
+    assert want.shape == (3, 30) and np.ptp(want) > 0  # the members disagree: the comparison says something
+    np.testing.assert_allclose(by_state(le, ls, re_, rs, L), want, rtol=0, atol=1e-12)
 
 
 # -- command line ---------------------------------------------------------------------------

@@ -203,6 +203,32 @@ def test_teacher_family_names_the_knob_that_departs_from_rational():
     assert teacher_family("nonsense", env)[0] == "?"
 
 
+def test_label_statistics_leave_a_finished_store_as_it_was(tmp_path, monkeypatch):
+    """The report reads label stores read-only: nothing appears beside a finished store (no -wal or -shm
+    file), not even while it is open, and its bytes are unchanged."""
+    import oracles.agreement
+
+    from bench.report_data import label_stats
+
+    store = tmp_path / "labels.sqlite"
+    store.touch()  # (_pendulum_store replaces the fake learner's stand-in)
+    _pendulum_store(store)
+    assert [p.name for p in tmp_path.iterdir()] == ["labels.sqlite"]
+    before = store.read_bytes()
+    beside, agreement = [], oracles.agreement.agreement
+
+    def looking(*args, **kwargs):  # called while the report holds the store open
+        beside.append(sorted(p.name for p in tmp_path.iterdir()))
+        return agreement(*args, **kwargs)
+
+    monkeypatch.setattr(oracles.agreement, "agreement", looking)
+    got = label_stats(store)
+    assert got["frac_equal"] == pytest.approx(0.2) and got["label_error"] == pytest.approx(1 / 3)
+    assert beside == [["labels.sqlite"]]
+    assert [p.name for p in tmp_path.iterdir()] == ["labels.sqlite"] and store.read_bytes() == before
+    assert all(math.isnan(v) for v in label_stats(tmp_path / "missing.sqlite").values())
+
+
 @pytest.mark.slow  # a teacher-axis sweep and its label stores: 27 s on a busy 2-core box
 def test_noise_sweep_report_per_teacher_with_label_statistics(tmp_path, capsys):
     from bench.report import main as report

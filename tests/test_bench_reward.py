@@ -10,7 +10,7 @@ benchmark stores ms per comparison (training, all 3 members, 50 frames each) or 
 Why it matters: the paper trains on ~1 comparison per 10 RL steps with 3 members; at the
 naive cost that is several ms per RL step, the whole budget of a fast A2C loop.
 
-Variants (the same math; see rlhp_core/reward_model.py):
+Variants (the same math; see rlhp_core/reward/networks.py):
   naive          3 separate nn.Sequential nets (the textbook way): F.dropout, NCHW, /255 each.
   grouped        one grouped Conv2d(groups=3) per layer over channel-stacked members (with the
                  channels_last / dropout / conversion changes below).
@@ -39,8 +39,9 @@ import numpy as np
 import pytest
 import torch
 
-from rlhp_core.preference import preference_loss_per_item
-from rlhp_core.reward_model import FusedCNN, FusedMLP, reference_members
+from rlhp_core.reward.bradley_terry import preference_loss_per_item
+from rlhp_core.reward.networks import FusedCNN, FusedMLP
+from tests.test_reward_model import reference_members
 
 torch.set_num_threads(1)
 

@@ -32,6 +32,12 @@ FAKE_LEARNER = textwrap.dedent('''
     def curve(cfg, step):
         return 100.0 * step / cfg.total_steps + cfg.seed + cfg.label_budget / 100.0
 
+    def save_state(run, step, calls):
+        """Write-then-rename, as the real learner does: a test polling state.json never reads half a file."""
+        tmp = run / "state.json.tmp"
+        tmp.write_text(json.dumps({"env_steps": step, "calls": calls}))
+        tmp.replace(run / "state.json")
+
     def run_training(cfg, *, labeler=None, on_metrics=None, should_stop=None):
         run = Path(cfg.run_dir)
         run.mkdir(parents=True, exist_ok=True)
@@ -39,7 +45,7 @@ FAKE_LEARNER = textwrap.dedent('''
         state = json.loads((run / "state.json").read_text()) if (run / "state.json").exists() else {}
         step = resumed_from = state.get("env_steps", 0)
         calls = state.get("calls", 0) + 1
-        (run / "state.json").write_text(json.dumps({"env_steps": step, "calls": calls}))
+        save_state(run, step, calls)
         if os.environ.get("FAKE_CRASH") and os.environ["FAKE_CRASH"] in str(run):
             raise RuntimeError("fake learner crashed on purpose")
         prefs = cfg.reward == "preferences"
@@ -58,7 +64,7 @@ FAKE_LEARNER = textwrap.dedent('''
                 w.writerow([step, *[m.get(k, "") for k in KEYS]])
             if on_metrics is not None:
                 on_metrics(step, m)
-            (run / "state.json").write_text(json.dumps({"env_steps": step, "calls": calls}))
+            save_state(run, step, calls)
             time.sleep(float(os.environ.get("FAKE_DELAY", "0")))
             hang = os.environ.get("FAKE_HANG")
             if hang and hang in str(run) and step >= cfg.total_steps // 2:

@@ -28,10 +28,10 @@ from rlhp_core.evaluate import (
     main,
     run_dir_of_mlflow_run,
 )
-from rlhp_core.reward_model import RewardEnsemble
+from rlhp_core.reward import RewardEnsemble
 from rlhp_core.reward_wrapper import LearnedRewardWrapper
 from rlhp_core.rl import RLSettings, Rollout, make_algo
-from rlhp_core.train import run_training
+from rlhp_core.cli import train
 from rlhp_core.trained import (
     RunError,
     load_policy,
@@ -49,7 +49,7 @@ LEARN = {"num_envs": 4, "total_steps": 2_048, "label_budget": 100, "initial_labe
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     path = tmp_path_factory.mktemp("cartpole")
-    run_training(tiny(path, **LEARN))
+    train(tiny(path, **LEARN))
     return path
 
 

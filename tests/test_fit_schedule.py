@@ -10,7 +10,7 @@ import torch
 
 from rlhp_core.config import DEFAULT_FIT_SCHEDULE, TrainConfig, resolve
 from rlhp_core.fit_schedule import LabelFit, Plateau, RatioFit, make_fit_schedule, parse_fit_schedule
-from rlhp_core.train import run_training
+from rlhp_core.cli import train
 
 
 class LossSequence:
@@ -145,7 +145,7 @@ def test_with_few_labels_the_label_schedule_trains_far_fewer_comparisons_than_th
     trained = {}
     for schedule in ("ratio", "labels"):
         d = tmp_path / schedule
-        summary = run_training(_pendulum(d, schedule, reward_train_ratio=1.0))
+        summary = train(_pendulum(d, schedule, reward_train_ratio=1.0))
         assert summary["labels"] == 40
         trained[schedule] = torch.load(d / "reward_model.pt", weights_only=True)["comparisons_seen"]
     assert trained["ratio"] >= 0.5 * 6144  # minibatches are smaller than 32 while the labels are few
@@ -155,12 +155,12 @@ def test_with_few_labels_the_label_schedule_trains_far_fewer_comparisons_than_th
 @pytest.mark.slow  # real learner runs
 def test_a_run_from_before_fit_schedules_resumes_with_the_ratio(tmp_path):
     d = tmp_path / "old"
-    run_training(_pendulum(d, "ratio", reward_train_ratio=0.05, total_steps=4096))
+    train(_pendulum(d, "ratio", reward_train_ratio=0.05, total_steps=4096))
     recorded = json.loads((d / "config.json").read_text())
     assert recorded["reward_fit_schedule"] == "ratio"
     del recorded["reward_fit_schedule"]  # as written by the code before the field existed
     (d / "config.json").write_text(json.dumps(recorded))
-    summary = run_training(_pendulum(d, None, reward_train_ratio=0.05, total_steps=6144))
+    summary = train(_pendulum(d, None, reward_train_ratio=0.05, total_steps=6144))
     assert summary["env_steps"] == 6144
     assert json.loads((d / "config.json").read_text())["reward_fit_schedule"] == "ratio"
     assert _last(d, "reward/comparisons_trained") >= 0.05 * 6144
@@ -170,10 +170,10 @@ def test_a_true_reward_run_resumes_whatever_fit_schedule_is_asked(tmp_path):
     """A sweep may pin the schedule for its label-using cells; the baseline trains no reward model."""
     cfg = dict(env_id="CartPole-v1", reward="true", num_envs=2, n_steps=64, log_every=256, progress=False,
                run_dir=str(tmp_path / "base"))
-    run_training(TrainConfig(reward_fit_schedule="ratio", total_steps=512, **cfg))
-    assert run_training(TrainConfig(reward_fit_schedule="labels", total_steps=1024, **cfg))["env_steps"] == 1024
+    train(TrainConfig(reward_fit_schedule="ratio", total_steps=512, **cfg))
+    assert train(TrainConfig(reward_fit_schedule="labels", total_steps=1024, **cfg))["env_steps"] == 1024
     with pytest.raises(ValueError, match="different configuration.*gamma"):
-        run_training(TrainConfig(reward_fit_schedule="labels", total_steps=2048, gamma=0.9, **cfg))
+        train(TrainConfig(reward_fit_schedule="labels", total_steps=2048, gamma=0.9, **cfg))
 
 
 def test_ratio_with_a_per_label_cap_stops_passes_over_unchanged_labels():

@@ -31,6 +31,7 @@ import pytest
 from rlhp_core.config import TrainConfig
 from rlhp_core.label_store import LabelStore
 from rlhp_core.segments import ANSWER_MU
+from rlhp_core.cli import labeler_for
 from rlhp_core.train import Learner
 from test_human import assert_clips_play, browser, labeling, page, shown_id, wait_until  # noqa: F401 (fixtures)
 
@@ -77,7 +78,7 @@ def queries_table(run_dir: Path) -> list[tuple[str, str, int]]:
 
 def dataset_contents(learner: Learner) -> dict[str, tuple[float, float]]:
     """What the reward model trains on: query id -> (mu_left, mu_right)."""
-    ds = learner.dataset
+    ds = learner.reward.dataset
     if not len(ds):
         return {}
     _, _, mu = ds.gather(np.arange(len(ds))[None], with_actions=False)
@@ -99,20 +100,20 @@ def test_person_labels_while_the_learner_trains(page, tmp_path):
             gate.wait(timeout=180)
         return abort.is_set()
 
-    learner = Learner(cfg, should_stop=should_stop)
+    learner = Learner(cfg, labeler=labeler_for(cfg), should_stop=should_stop)
     closed = False
     holder["learner"] = learner
     phases: list[tuple[str, int]] = []  # every status.json write: (phase, env_steps)
-    write_status = learner._write_status
+    write_status = learner.write_status
 
     def recording_write_status():
         if not phases or phases[-1][0] != learner.phase:
             phases.append((learner.phase, learner.env_steps))
         write_status()
 
-    learner._write_status = recording_write_status
-    url = learner.labeler.url
-    assert url.startswith("http://127.0.0.1:") and learner.labeler.name == "human"
+    learner.write_status = recording_write_status
+    url = learner.reward.labeler.url
+    assert url.startswith("http://127.0.0.1:") and learner.reward.labeler.name == "human"
     result: dict = {}
 
     def train():
@@ -162,7 +163,7 @@ def test_person_labels_while_the_learner_trains(page, tmp_path):
         wait_until(lambda: learner.phase == "training", timeout=120, what="pretraining to end")
         steps_at_training = learner.env_steps
         a3 = next(a for a in store.current_answers() if a.query_id == q3)
-        assert a3.id in learner.ingested  # q3 "left" was trained on ...
+        assert a3.id in learner.reward.ingested  # q3 "left" was trained on ...
         page.keyboard.press("z")  # ... and is undone now: the learner must drop it
         wait_until(lambda: shown_id(page) == q3, timeout=30, what="the undone pair to come back")
         answer_next(page, "ArrowRight", "", "q3 answered again", more=False)
@@ -217,7 +218,7 @@ def test_person_labels_while_the_learner_trains(page, tmp_path):
     assert store.pending_query_ids() == [q for q in routes if q not in {a.query_id for a in live}]
 
     # (b) the learner saw exactly those answers: the live ones, the undone ones dropped
-    assert sorted(learner.ingested) == sorted(a.id for a in live)
+    assert sorted(learner.reward.ingested) == sorted(a.id for a in live)
     assert dataset_contents(learner) == {a.query_id: ANSWER_MU[a.answer] for a in live if a.answer in ANSWER_MU}
     assert dataset_contents(learner)[q3] == ANSWER_MU["right"]  # the undone "left" is gone
     assert q4 not in dataset_contents(learner)  # "can't tell" is kept, never trained on

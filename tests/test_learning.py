@@ -17,8 +17,9 @@ import torch
 
 from rlhp_core.config import TrainConfig, resolve
 from rlhp_core.envs import make_vec_env
-from rlhp_core.reward_model import RewardEnsemble
-from rlhp_core.train import run_training
+from rlhp_core.reward import RewardEnsemble
+from rlhp_core.cli import train
+from tests.test_reward_model import segment_returns
 
 STEPS = 61_440
 COMMON = dict(env_id="Pendulum-v1", algo="ppo", num_envs=4, n_steps=512, gamma=0.9, ent_coef=0.0, lr=1e-3,
@@ -62,7 +63,7 @@ def heldout_accuracy(run_dir, cfg: TrainConfig, pairs: int = 500) -> float:
     seg_obs = obs[idx, envs[..., None]]  # (pairs, 2, L, 3)
     seg_act = act[idx, envs[..., None]]
     true = rew[idx, envs[..., None]].sum(-1)
-    pred = ens.segment_returns(seg_obs.reshape(pairs * 2, L, 3), seg_act.reshape(pairs * 2, L, 1)).mean(0)
+    pred = segment_returns(ens, seg_obs.reshape(pairs * 2, L, 3), seg_act.reshape(pairs * 2, L, 1)).mean(0)
     pred = pred.reshape(pairs, 2)
     decided = true[:, 0] != true[:, 1]
     return float(np.mean((pred[decided, 0] > pred[decided, 1]) == (true[decided, 0] > true[decided, 1])))
@@ -75,10 +76,10 @@ def test_preferences_alone_reach_90_percent_of_true_reward(tmp_path):
     true_runs, pref_runs = [], []
     for seed in (0, 1):
         common = {**COMMON, "seed": seed}
-        true_runs.append(run_training(TrainConfig(reward="true", run_dir=str(tmp_path / f"true{seed}"), **common)))
+        true_runs.append(train(TrainConfig(reward="true", run_dir=str(tmp_path / f"true{seed}"), **common)))
         cfg = TrainConfig(reward="preferences", labeler="rational", label_budget=500, pretrain_epochs=50,
                           reward_train_ratio=1.0, run_dir=str(tmp_path / f"prefs{seed}"), **common)
-        pref_runs.append(run_training(cfg))
+        pref_runs.append(train(cfg))
     rand = random_return()
     assert rand < -900, f"random Pendulum policy should score about -1200, got {rand:.0f}"
     assert all(r["labels"] == 500 for r in pref_runs)

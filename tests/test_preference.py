@@ -1,4 +1,4 @@
-"""The preference loss against numbers worked out by hand (paper, section 2.2.3)."""
+"""The preference model and its loss against numbers worked out by hand (paper, section 2.2.3)."""
 
 import math
 
@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from rlhp_core.preference import (
-    answers_to_mu,
-    preference_loss,
-    preference_loss_per_item,
-    preference_prob,
-)
+from rlhp_core.reward.bradley_terry import bt_prob, preference_log_probs, preference_loss_per_item
+from rlhp_core.segments import ANSWER_MU
 
 torch.set_num_threads(1)
 
 LEFT, RIGHT, EQUAL = (1.0, 0.0), (0.0, 1.0), (0.5, 0.5)
+
+
+def preference_loss(rl, rr, mu, noise=0.1):
+    return preference_loss_per_item(rl, rr, mu, noise).mean()
 
 
 def loss1(rl, rr, mu, noise=0.1, dtype=torch.float64):
@@ -37,8 +37,19 @@ def test_left_preferred_with_random_answer_term():
 def test_noise_zero_is_plain_bradley_terry():
     # -ln(sigmoid(1)) = ln(1 + e^-1) = 0.3132616875
     assert loss1(1.0, 0.0, LEFT, noise=0.0) == pytest.approx(0.3132616875, abs=1e-9)
-    p = preference_prob(torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.0], dtype=torch.float64))
-    assert p.item() == pytest.approx(0.7310585786, abs=1e-9)
+    assert bt_prob(1.0, 0.0) == pytest.approx(0.7310585786, abs=1e-9)
+
+
+def test_bt_prob_matches_the_loss_and_takes_a_teachers_beta():
+    # the numpy probability and the loss's log-space one are the same function
+    d = np.array([-800.0, -30.0, -1.0, 0.0, 0.5, 2.0, 30.0, 800.0])
+    log_pl, log_pr = preference_log_probs(torch.from_numpy(d), torch.zeros(len(d), dtype=torch.float64), noise=0.0)
+    np.testing.assert_allclose(bt_prob(d, 0.0), log_pl.exp().numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(bt_prob(0.0, d), log_pr.exp().numpy(), rtol=1e-12, atol=1e-15)
+    # a teacher's rationality beta: sigmoid(beta * (R1 - R2)); 0 a coin, inf the higher return (a tie 1/2)
+    assert bt_prob(3.0, 2.0, beta=2.0) == pytest.approx(1 / (1 + math.exp(-2.0)), abs=1e-12)
+    assert bt_prob(3.0, 2.0, beta=0.0) == 0.5
+    np.testing.assert_array_equal(bt_prob(np.array([1.0, 0.0, 2.0]), np.array([0.0, 0.0, 2.5]), math.inf), [1.0, 0.5, 0.0])
 
 
 def test_equal_label():
@@ -100,22 +111,17 @@ def test_mean_of_per_item_and_batch_shapes():
     assert preference_loss(np.array([1.0]), np.array([0.0]), np.array([LEFT])).item() == pytest.approx(0.3453779661)
 
 
-def test_answers_to_mu_excludes_incomparable():
-    mu, trainable = answers_to_mu(["left", "right", "equal", "incomparable"])
-    np.testing.assert_array_equal(mu, [[1, 0], [0, 1], [0.5, 0.5], [0, 0]])
-    np.testing.assert_array_equal(trainable, [True, True, True, False])
-    assert mu.dtype == np.float32
-    # Masking out the incomparable one: the loss over trainable items only.
-    rl, rr = torch.tensor([1.0, 1.0, 1.0, 1e4]), torch.zeros(4)
-    loss = preference_loss(rl[trainable], rr[trainable], torch.from_numpy(mu[trainable]))
+def test_answers_as_targets():
+    # 'incomparable' has no target: it is stored, never trained on (PreferenceDataset.add skips it)
+    assert ANSWER_MU == {"left": LEFT, "right": RIGHT, "equal": EQUAL}
+    rl, rr = torch.tensor([1.0, 1.0, 1.0]), torch.zeros(3)
+    loss = preference_loss(rl, rr, torch.tensor([ANSWER_MU[a] for a in ("left", "right", "equal")]))
     # (0.3453779661 + 1.2308395746 + ln(1/P'_l)/2 + ln(1/P'_r)/2) / 3 with P'_l = 0.7079527208, P'_r = 0.2920472792
     expected = (0.3453779661 + 1.2308395746 + 0.5 * (0.3453779661 + 1.2308395746)) / 3
     assert loss.item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="not one of"):
-        answers_to_mu(["left", "maybe"])
     with pytest.raises(ValueError, match="last dimension of 2"):
         preference_loss(torch.zeros(3), torch.zeros(3), torch.zeros(3))
     with pytest.raises(ValueError, match="shapes must agree"):

@@ -11,7 +11,7 @@ import pytest
 from oracles.teacher import parse_teacher
 from rlhp_core.config import ATARI_LR_HORIZON, TrainConfig, resolve
 from rlhp_core.episode_stats import EpisodeStats
-from rlhp_core.normalization import MIN_DECISIVE, binomial_tail, member_weights, std_floor
+from rlhp_core.reward.normalization import MIN_DECISIVE, binomial_tail, member_weights, std_floor
 from rlhp_core.segments import Query, Segment
 
 
@@ -73,7 +73,7 @@ def test_normalisation_floors_the_spread_and_zeroes_members_at_chance(monkeypatc
     """Member 0 learnt something (accuracy 0.9 on 40 decisive pairs) and varies: full size.
     Member 1 varies by 1e-6: scaled by 1e-6 / floor, not blown up to full size. Member 2 is at
     chance (0.5 on 40 pairs): weight 0."""
-    from rlhp_core.reward_model import RewardEnsemble
+    from rlhp_core.reward import RewardEnsemble
 
     ens = RewardEnsemble((3,), 2, n_members=3, reward_std=0.05, seed=0)
     rng = np.random.default_rng(0)

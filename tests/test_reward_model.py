@@ -7,22 +7,87 @@ import numpy as np
 import pytest
 import torch
 
+from torch import nn
+
 from rlhp_core.config import TrainConfig, resolve
 from rlhp_core.fit_schedule import Plateau
-from rlhp_core.reward_model import (
-    CNN_LAYERS,
-    FusedCNN,
-    FusedMLP,
-    PreferenceDataset,
-    RewardEnsemble,
-    dropout,
-    reference_members,
-)
-from rlhp_core.segments import Query, Segment
+from rlhp_core.reward import L2Rule, PreferenceDataset, RewardEnsemble, bt_prob
+from rlhp_core.reward.networks import CNN_FILTERS, CNN_LAYERS, HIDDEN, LEAKY_SLOPE, FusedCNN, FusedMLP, dropout
 
 torch.set_num_threads(1)
 
 ATARI = (4, 84, 84)
+
+
+# --- references: what the fused modules and the learner compute, written the plain way ------------
+
+
+class _Scale(nn.Module):
+    def forward(self, x):
+        return x.float() / 255.0 if x.dtype == torch.uint8 else x
+
+
+def reference_members(net: nn.Module) -> list[nn.Sequential]:
+    """The M networks of a fused module as plain, separate ``nn.Sequential`` nets (same weights,
+    batch-norm statistics and train/eval mode): the fused == separate tests' reference and
+    tests/test_bench_reward.py's naive baseline."""
+    m = net.n_members
+    out = []
+    with torch.no_grad():
+        for j in range(m):
+            if isinstance(net, FusedCNN):
+                layers: list[nn.Module] = [_Scale()]
+                cin = net.obs_shape[0]
+                for conv, bn in zip(net.convs, net.bns):
+                    c = nn.Conv2d(cin, CNN_FILTERS, conv.kernel_size, conv.stride)
+                    sl = slice(j * CNN_FILTERS, (j + 1) * CNN_FILTERS)
+                    c.weight.copy_(conv.weight[sl])
+                    c.bias.copy_(conv.bias[sl])
+                    b = nn.BatchNorm2d(CNN_FILTERS, momentum=bn.momentum, eps=bn.eps)
+                    b.weight.copy_(bn.weight[sl])
+                    b.bias.copy_(bn.bias[sl])
+                    b.running_mean.copy_(bn.running_mean[sl])
+                    b.running_var.copy_(bn.running_var[sl])
+                    b.num_batches_tracked.copy_(bn.num_batches_tracked)
+                    layers += [c, b, nn.LeakyReLU(LEAKY_SLOPE)]
+                    if net.dropout > 0:
+                        layers.append(nn.Dropout(net.dropout))
+                    cin = CNN_FILTERS
+                fc = nn.Linear(net.flat, HIDDEN)
+                fc.weight.copy_(net.fc_w[j].T)
+                fc.bias.copy_(net.fc_b[j])
+                o = nn.Linear(HIDDEN, 1)
+                o.weight.copy_(net.out_w[j].T)
+                o.bias.copy_(net.out_b[j])
+                layers += [nn.Flatten(), fc, nn.LeakyReLU(LEAKY_SLOPE), o]
+            else:
+                layers = []
+                for i, (w, b) in enumerate(zip(net.ws, net.bs)):
+                    lin = nn.Linear(w.shape[1], w.shape[2])
+                    lin.weight.copy_(w[j].T)
+                    lin.bias.copy_(b[j])
+                    layers.append(lin)
+                    if i < len(net.ws) - 1:
+                        layers.append(nn.LeakyReLU(LEAKY_SLOPE))
+                        if net.dropout > 0:
+                            layers.append(nn.Dropout(net.dropout))
+            seq = nn.Sequential(*layers)
+            seq.train(net.training)
+            out.append(seq.to(next(net.parameters()).device))
+    return out
+
+
+def segment_returns(ens: RewardEnsemble, obs: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
+    """Each member's summed raw reward of each segment, the returns the preference model compares:
+    obs (S, T, *obs_shape), actions (S, T, ...) or None -> (M, S)."""
+    s, t = obs.shape[:2]
+    flat_a = None if actions is None else actions.reshape((s * t,) + actions.shape[2:])
+    return ens.raw_rewards(obs.reshape((s * t,) + obs.shape[2:]), flat_a).reshape(ens.n_members, s, t).sum(axis=2)
+
+
+def member_probs(ens: RewardEnsemble, left_obs, left_actions, right_obs, right_actions) -> np.ndarray:
+    """Each member's P(left > right) for P pairs of segments: (M, P), computed on the frames."""
+    return bt_prob(segment_returns(ens, left_obs, left_actions), segment_returns(ens, right_obs, right_actions))
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -103,8 +168,8 @@ def test_atari_smoke_shapes_on_random_frames():
     assert r.shape == (5,) and r.dtype == np.float32 and np.isfinite(r).all()
     assert ens.predict_members(obs, np.zeros(5, dtype=np.int64)).shape == (3, 5)
     segs = np.stack([atari_segment(rng)[0] for _ in range(2)])
-    assert ens.segment_returns(segs).shape == (3, 2)
-    p = ens.member_probs(segs, None, segs[::-1], None)
+    assert segment_returns(ens, segs).shape == (3, 2)
+    p = member_probs(ens, segs, None, segs[::-1], None)
     assert p.shape == (3, 2) and ((p > 0) & (p < 1)).all()
     m = ens.train(atari_dataset(), 2, np.random.default_rng(0))
     for k in ("train_loss", "val_loss", "val_accuracy", "l2", "train_loss_eval"):
@@ -218,12 +283,8 @@ def test_learns_a_linear_reward_from_rational_preferences():
     # Fresh pairs the model never saw, judged by the ensemble's normalised prediction.
     o, a, left = task.pairs(400)
     ens.update_normalization(*ds.normalization_sample(500))
-    r_l = ens.segment_returns(o[:, 0], a[:, 0], normalized=True).mean(0)
-    r_r = ens.segment_returns(o[:, 1], a[:, 1], normalized=True).mean(0)
+    r_l, r_r = (ens.predict(o[:, k].reshape(-1, 4), a[:, k].reshape(-1)).reshape(400, -1).sum(1) for k in (0, 1))
     assert ((r_l > r_r) == left).mean() >= 0.9
-    # predict() per state agrees with the segment sums
-    flat = ens.predict(o[:5, 0].reshape(-1, 4), a[:5, 0].reshape(-1))
-    np.testing.assert_allclose(flat.reshape(5, -1).sum(1), r_l[:5], rtol=1e-4, atol=1e-4)
 
 
 def test_box_actions():
@@ -242,19 +303,19 @@ def test_adaptive_l2_raises_when_overfitting_and_lowers_when_not():
     # Random labels on 30 comparisons: the nets memorise their training part (train loss
     # well below ln 2) while validation stays at chance or worse -> val > 1.5 x train.
     noisy = task.dataset(30, random_labels=True)
-    ens = vector_ensemble(l2_init=1e-4)
+    ens = vector_ensemble(l2_rule=L2Rule(init=1e-4))
     m = ens.train(noisy, 6000, np.random.default_rng(0))
     ratio = np.array(m["val_loss_members"]) / np.array(m["train_loss_eval_members"])
     assert (ratio > 1.5).all()
     assert (np.array(m["l2"]) > 1e-4).all()
     # Heavily regularised: train and validation loss alike (ratio < 1.1) -> L2 goes down.
-    ens = vector_ensemble(l2_init=1.0)
+    ens = vector_ensemble(l2_rule=L2Rule(init=1.0))
     m = ens.train(task.dataset(200), 320, np.random.default_rng(0))
     ratio = np.array(m["val_loss_members"]) / np.array(m["train_loss_eval_members"])
     assert (ratio < 1.1).all()
     assert (np.array(m["l2"]) < 1.0).all()
     # Off: unchanged
-    ens = vector_ensemble(l2_init=1e-4, adaptive_l2=False)
+    ens = vector_ensemble(l2_rule=L2Rule(init=1e-4, adaptive=False))
     m = ens.train(noisy, 320, np.random.default_rng(0))
     assert m["l2"] == [1e-4] * 3
 
@@ -348,7 +409,7 @@ def test_dataset_keeps_the_most_recent_and_skips_incomparable():
     assert ds.add(o, a, o, a, "incomparable", key="x") is False
     for k in range(5):
         assert ds.add(o + k, a, o, a, "left", key=k)
-    assert ds.keys() == [2, 3, 4] and len(ds) == 3 and ds.num_added == 5
+    assert ds.keys() == [2, 3, 4] and len(ds) == 3
     assert ds.remove(3) and ds.keys() == [2, 4]
     assert not ds.remove("nope")
 
@@ -391,42 +452,28 @@ def test_compact_atari_storage_round_trips_exactly():
     assert it.left.obs.nbytes == 28 * 84 * 84
 
 
-def test_dataset_state_dict_round_trip():
+def test_a_dataset_rebuilt_from_the_same_labels_has_the_same_splits():
+    """How the learner rebuilds its dataset from the label store on resume: re-adding the labels
+    (keyed by query id) with the same seed gives the same splits, even in another order and with
+    some labels left out (e.g. retracted); without keys, one seeded stream."""
     task = LinearTask(seed=6)
     ds = task.dataset(20, seed=3)
-    ds2 = PreferenceDataset(capacity=3000, n_members=3, seed=99)
-    ds2.load_state_dict(_roundtrip(ds.state_dict()))
-    idx = np.array([[0, 5], [3, 19], [7, 7]])
-    for x, y in zip(ds.gather(idx), ds2.gather(idx)):
-        np.testing.assert_array_equal(x, y)
-    o, a, _ = task.pairs(1)
-    ds.add(o[0, 0], a[0, 0], o[0, 1], a[0, 1], "left")
-    ds2.add(o[0, 0], a[0, 0], o[0, 1], a[0, 1], "left")
-    np.testing.assert_array_equal(ds._items[-1].weights, ds2._items[-1].weights)  # same RNG stream (no key)
-    # Rebuilding by re-adding the same labels (keyed) with the same seed gives the same
-    # splits, even in another order and with some labels left out (e.g. retracted).
     o, a, left = task.pairs(20)
     rebuilt = PreferenceDataset(capacity=3000, n_members=3, seed=3)
     for i in reversed(range(0, 20, 2)):
         rebuilt.add(o[i, 0], a[i, 0], o[i, 1], a[i, 1], "left", key=i)
-    by_key = {it.key: it.weights.tolist() for it in ds._items[:20]}
+    by_key = {it.key: it.weights.tolist() for it in ds._items}
     assert all(it.weights.tolist() == by_key[it.key] for it in rebuilt._items)
     other_seed = PreferenceDataset(capacity=3000, n_members=3, seed=4)
     for i in range(20):
         other_seed.add(o[i, 0], a[i, 0], o[i, 1], a[i, 1], "left", key=i)
     assert [it.weights.tolist() for it in other_seed._items] != [by_key[i] for i in range(20)]
-
-
-def test_add_query_and_segments():
-    rng = np.random.default_rng(0)
-    (lo, la), (ro, ra) = atari_segment(rng), atari_segment(rng)
-    z = np.zeros(3, np.float32)
-    e = np.zeros(3, bool)
-    q = Query("q1", Segment(lo, la, z, e), Segment(ro, ra, z, e))
-    ds = PreferenceDataset(10, 3)
-    assert ds.add_query(q, "equal") and ds.keys() == ["q1"]
-    assert not ds.add_query(q, "incomparable")
-    np.testing.assert_array_equal(ds._items[0].mu, [0.5, 0.5])
+    unkeyed = [PreferenceDataset(capacity=3000, n_members=3, seed=3) for _ in range(2)]
+    for d in unkeyed:
+        for i in range(20):
+            d.add(o[i, 0], a[i, 0], o[i, 1], a[i, 1], "equal")
+    assert [it.weights.tolist() for it in unkeyed[0]._items] == [it.weights.tolist() for it in unkeyed[1]._items]
+    np.testing.assert_array_equal(unkeyed[0]._items[0].mu, [0.5, 0.5])
 
 
 # --- config and bad input -------------------------------------------------------------------
@@ -436,14 +483,14 @@ def test_from_config_uses_the_papers_atari_settings():
     cfg = resolve(TrainConfig(env_id="ALE/Enduro-v5"))
     ens = RewardEnsemble.from_config(cfg, ATARI, 9)
     assert (ens.n_members, ens.reward_std, ens.dropout, ens.arch) == (3, 0.05, 0.5, "cnn")
-    assert ens.batch_size == cfg.reward_batch and ens.lr == cfg.reward_lr and ens.adaptive_l2
+    assert ens.batch_size == cfg.reward_batch and ens.lr == cfg.reward_lr and ens.l2_rule == L2Rule()
     with pytest.raises(ValueError, match="resolved"):
         RewardEnsemble.from_config(TrainConfig(), ATARI, 9)
     vec = RewardEnsemble.from_config(resolve(TrainConfig(env_id="CartPole-v1")), (4,), 2)
     assert (vec.arch, vec.reward_std, vec.dropout) == ("mlp", 1.0, 0.0)
     # adaptive_l2=False is the config's 'no regularisation' ablation: no L2 at all
     off = RewardEnsemble.from_config(resolve(TrainConfig(env_id="CartPole-v1", adaptive_l2=False)), (4,), 2)
-    assert off.l2.tolist() == [0.0, 0.0, 0.0] and not off.adaptive_l2
+    assert off.l2.tolist() == [0.0, 0.0, 0.0] and not off.l2_rule.adaptive
     ds = PreferenceDataset.from_config(cfg)
     assert (ds.capacity, ds.n_members) == (3000, 3)
 
@@ -454,8 +501,6 @@ def test_bad_input_names_expected_and_got():
         cnn.predict(np.zeros((2, 84, 84, 4), np.uint8))
     with pytest.raises(ValueError, match="expected dtype uint8 frames, got float32"):
         cnn.predict(np.zeros((2,) + ATARI, np.float32))
-    with pytest.raises(ValueError, match=r"expected shape \(B, T, 4, 84, 84\)"):
-        cnn.segment_returns(np.zeros((2,) + ATARI, np.uint8))
     mlp = vector_ensemble()
     with pytest.raises(ValueError, match=r"expected shape \(B, 4\), got \(3, 5\)"):
         mlp.predict(np.zeros((3, 5)), np.zeros(3, np.int64))
@@ -483,23 +528,6 @@ def test_bad_input_names_expected_and_got():
         RewardEnsemble((5,), 3).train(ds, 1)
     with pytest.raises(ValueError, match="unsupported action space"):
         RewardEnsemble((4,), "discrete")
-
-
-def test_recent_states_ring_buffer_feeds_normalisation():
-    from rlhp_core.reward_model import RecentStates
-
-    buf = RecentStates(capacity=5)
-    with pytest.raises(ValueError, match="no states"):
-        buf.arrays()
-    for k in range(4):  # 4 steps of 2 envs: the last 5 states are kept
-        buf.add(np.full((2, 4), k, np.float32), np.full(2, k % 3))
-    obs, act = buf.arrays()
-    assert len(buf) == 5 and sorted(obs[:, 0].tolist()) == [1, 2, 2, 3, 3]
-    with pytest.raises(ValueError, match="expected obs"):
-        buf.add(np.zeros((2, 5), np.float32), np.zeros(2, np.int64))
-    ens = vector_ensemble()
-    ens.update_normalization(*buf.arrays())
-    assert ens.predict_members(*buf.arrays()).mean() == pytest.approx(0.0, abs=1e-6)
 
 
 # --- bf16 conv stack -------------------------------------------------------------------------
@@ -559,7 +587,7 @@ def test_bf16_learns_a_cnn_reward_as_well_as_float32():
             ds.add(frames[i, 0], no_actions, frames[i, 1], no_actions, answer, key=i)
         ens = RewardEnsemble(ATARI, 6, dropout=0.5, reward_std=0.05, lr=1e-3, conv_dtype=dt, seed=0)
         Plateau(None, 12, 12).run(ens, ds)
-        r = ens.segment_returns(test_frames.reshape(-1, 2, *ATARI)).mean(0).reshape(-1, 2)
+        r = segment_returns(ens, test_frames.reshape(-1, 2, *ATARI)).mean(0).reshape(-1, 2)
         accs[dt] = ((r[:, 0] > r[:, 1]) == (test_ret[:, 0] > test_ret[:, 1]))[decisive].mean()
     assert accs["float32"] >= 0.8, accs
     assert accs["bfloat16"] >= accs["float32"] - 0.05, accs

@@ -50,14 +50,14 @@ def test_disagreement_selects_highest_variance():
     for t in range(50):
         buf.add(np.array([[t]], dtype=np.float32), np.array([0]), np.array([0.0]), np.array([False]))
 
-    def probs(lo, la, ro, ra):
+    def probs(le, ls, re, rs, length):
         # members disagree in proportion to the left segment's first observation
-        spread = lo[:, 0, 0] / 50.0
+        spread = buf.gather(le, ls, length, "obs")[:, 0, 0] / 50.0
         return np.stack([0.5 + spread / 2, 0.5 - spread / 2, np.full_like(spread, 0.5)])
 
-    pairs = select_pairs(buf, 3, 5, np.random.default_rng(1), mode="disagreement", factor=10, member_probs=probs)
+    pairs = select_pairs(buf, 3, 5, np.random.default_rng(1), mode="disagreement", factor=10, score=probs)
     rand = select_pairs(buf, 30, 5, np.random.default_rng(1), mode="random")
     chosen = sorted(p[1] for p in pairs)
     assert min(chosen) >= np.percentile([p[1] for p in rand], 70)
     with pytest.raises(ValueError, match="query selection 'best' is not one of"):
-        select_pairs(buf, 3, 5, np.random.default_rng(1), mode="best", member_probs=probs)
+        select_pairs(buf, 3, 5, np.random.default_rng(1), mode="best", score=probs)

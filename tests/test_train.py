@@ -13,7 +13,13 @@ import torch
 from rlhp_core.checkpoint import CheckpointError, CheckpointWarning, complete_checkpoints
 from rlhp_core.config import TrainConfig
 from rlhp_core.label_store import LabelStore, LabelStoreError
-from rlhp_core.train import Learner, run_training
+from rlhp_core.cli import labeler_for, train
+from rlhp_core.train import Learner
+
+
+def make_learner(cfg: TrainConfig, **kw) -> Learner:
+    """A Learner with the labeler ``cfg`` names, as the command line builds it."""
+    return Learner(cfg, labeler=labeler_for(cfg), **kw)
 
 
 def tiny(run_dir, **kw) -> TrainConfig:
@@ -46,8 +52,8 @@ def answers(run_dir):
 @pytest.mark.slow  # three learner runs: 30 s on a busy 2-core box
 def test_same_seed_same_labels_losses_parameters(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    run_training(tiny(a))
-    run_training(tiny(b))
+    train(tiny(a))
+    train(tiny(b))
     assert answers(a) == answers(b) and len(answers(a)) == 24  # the label budget, exactly
     strip = lambda rows: [{k: v for k, v in r.items() if k != "charts/SPS"} for r in rows]  # noqa: E731
     assert strip(metrics_rows(a)) == strip(metrics_rows(b))
@@ -59,7 +65,7 @@ def test_same_seed_same_labels_losses_parameters(tmp_path):
         for x, y in zip(flat_a, flat_b):
             assert torch.equal(x, y)
     c = tmp_path / "c"
-    run_training(tiny(c, seed=1))
+    train(tiny(c, seed=1))
     assert answers(c) != answers(a)
 
 
@@ -75,20 +81,20 @@ def _tensors(obj) -> list[torch.Tensor]:
 
 def test_resume_continues_every_counter(tmp_path):
     run = tmp_path / "run"
-    first = run_training(tiny(run, total_steps=768))
+    first = train(tiny(run, total_steps=768))
     assert first["env_steps"] >= 768 and first["labels"] == 24  # a run ends with its whole budget asked
     labels_before = first["labels"]
     # predictions of the saved reward model are identical after reloading the run
-    learner = Learner(tiny(run, total_steps=1_536))
+    learner = make_learner(tiny(run, total_steps=1_536))
     obs = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
     act = np.zeros(32, dtype=np.int64)
-    reloaded = learner.ensemble.predict(obs, act)
+    reloaded = learner.reward.ensemble.predict(obs, act)
     saved = torch.load(run / "reward_model.pt", weights_only=False)
-    learner.ensemble.load_state_dict(saved)
-    np.testing.assert_array_equal(reloaded, learner.ensemble.predict(obs, act))
+    learner.reward.ensemble.load_state_dict(saved)
+    np.testing.assert_array_equal(reloaded, learner.reward.ensemble.predict(obs, act))
     assert learner.env_steps == first["env_steps"] and learner.resume_count == 1
     learner.close()
-    second = run_training(tiny(run, total_steps=1_536))
+    second = train(tiny(run, total_steps=1_536))
     assert second["env_steps"] >= 1_536
     assert labels_before == second["labels"] == 24  # the budget was spent: none asked twice
     steps = [int(r["env_steps"]) for r in metrics_rows(run)]
@@ -108,45 +114,45 @@ def test_resume_after_an_interrupted_pretraining(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Plateau, "run", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_training(tiny(run, total_steps=768))
+        train(tiny(run, total_steps=768))
     assert complete_checkpoints(run) and len(answers(run)) == 6  # 25% of 24 up front
     monkeypatch.setattr(Plateau, "run", real)
-    second = run_training(tiny(run, total_steps=768))
+    second = train(tiny(run, total_steps=768))
     assert second["env_steps"] >= 768 and second["labels"] > 6
 
 
 def test_changed_config_refused_on_resume(tmp_path):
     run = tmp_path / "run"
-    run_training(tiny(run, total_steps=256, label_budget=8, pretrain_epochs=1))
+    train(tiny(run, total_steps=256, label_budget=8, pretrain_epochs=1))
     with pytest.raises(ValueError, match="belongs to a different configuration .*seed: run has 0, asked 5"):
-        Learner(tiny(run, total_steps=256, label_budget=8, pretrain_epochs=1, seed=5))
+        make_learner(tiny(run, total_steps=256, label_budget=8, pretrain_epochs=1, seed=5))
 
 
 def test_bad_input_names_the_value(tmp_path):
     with pytest.raises(ValueError, match="NoSuchEnv-v0"):
-        Learner(tiny(tmp_path / "x", env_id="NoSuchEnv-v0"))
+        make_learner(tiny(tmp_path / "x", env_id="NoSuchEnv-v0"))
     with pytest.raises(ValueError, match="label_budget 100 is below initial_labels 200"):
-        Learner(tiny(tmp_path / "y", label_budget=100, initial_labels=200))
+        make_learner(tiny(tmp_path / "y", label_budget=100, initial_labels=200))
     with pytest.raises(ValueError, match=r"segment_length 300 is longer than an episode of Pendulum-v1 \(200 steps\)"):
-        Learner(tiny(tmp_path / "z", env_id="Pendulum-v1", segment_length=300, total_steps=20_000))
+        make_learner(tiny(tmp_path / "z", env_id="Pendulum-v1", segment_length=300, total_steps=20_000))
     with pytest.raises(ValueError, match="algo 'dqn' is not one of"):
-        Learner(tiny(tmp_path / "w", algo="dqn"))
+        make_learner(tiny(tmp_path / "w", algo="dqn"))
 
 
 def test_damaged_checkpoint_falls_back_then_is_refused_and_labels_kept(tmp_path):
     run = tmp_path / "run"
-    run_training(tiny(run, total_steps=512))
+    train(tiny(run, total_steps=512))
     n_labels = len(LabelStore(run / "labels.sqlite").current_answers())
     *_, previous, newest = complete_checkpoints(run)
     (newest / "state.pt").write_bytes(b"not a checkpoint")
     with pytest.warns(CheckpointWarning, match=f"(?s)resuming from .*{previous.name}.*{newest.name}: .*truncated"):
-        learner = Learner(tiny(run, total_steps=512))
+        learner = make_learner(tiny(run, total_steps=512))
     assert learner.env_steps == int(previous.name.split("-")[1])
     learner.close()
     for ckpt in complete_checkpoints(run):
         torch.save({"model": {}}, ckpt / "state.pt")  # fails the checksum before the format check
     with pytest.raises(CheckpointError, match="refusing to start over from step 0"):
-        Learner(tiny(run, total_steps=512))
+        make_learner(tiny(run, total_steps=512))
     assert len(LabelStore(run / "labels.sqlite").current_answers()) == n_labels
 
 
@@ -154,27 +160,27 @@ def test_label_store_from_another_env_refused(tmp_path):
     other = tmp_path / "other.sqlite"
     LabelStore(other, env_id="Pendulum-v1", obs_shape=(3,))
     with pytest.raises(LabelStoreError, match="cannot seed labels for env 'CartPole-v1'"):
-        Learner(tiny(tmp_path / "run", seed_labels=str(other)))
+        make_learner(tiny(tmp_path / "run", seed_labels=str(other)))
     run = tmp_path / "run2"
     run.mkdir()
     LabelStore(run / "labels.sqlite", env_id="Pendulum-v1", obs_shape=(3,)).close()
     with pytest.raises(LabelStoreError, match="holds labels for env 'Pendulum-v1'"):
-        Learner(tiny(run))
+        make_learner(tiny(run))
 
 
 def test_seed_labels_reused(tmp_path):
     src = tmp_path / "src"
-    run_training(tiny(src, total_steps=512, label_budget=12))
+    train(tiny(src, total_steps=512, label_budget=12))
     dst = tmp_path / "dst"
-    learner = Learner(tiny(dst, total_steps=512, label_budget=12, seed_labels=str(src / "labels.sqlite")))
+    learner = make_learner(tiny(dst, total_steps=512, label_budget=12, seed_labels=str(src / "labels.sqlite")))
     src_answers = LabelStore(src / "labels.sqlite").current_answers()
-    assert learner.store.num_queries() == len(src_answers) > 0
-    assert sorted(a.query_id for a in learner.store.current_answers()) == sorted(a.query_id for a in src_answers)
+    assert learner.reward.store.num_queries() == len(src_answers) > 0
+    assert sorted(a.query_id for a in learner.reward.store.current_answers()) == sorted(a.query_id for a in src_answers)
     learner.close()
 
 
 def test_true_reward_baseline_has_no_labels(tmp_path):
-    out = run_training(tiny(tmp_path / "t", reward="true", total_steps=512))
+    out = train(tiny(tmp_path / "t", reward="true", total_steps=512))
     assert out["labels"] == 0 and not (tmp_path / "t" / "labels.sqlite").exists()
 
 
@@ -194,7 +200,7 @@ def test_enduro_smoke_full_recipe(tmp_path):
     cfg = TrainConfig(env_id="ALE/Enduro-v5", algo="a2c", total_steps=4_000, label_budget=40,
                       pretrain_epochs=2, reward_update_every=800, log_every=800, run_dir=str(tmp_path / "e"),
                       progress=False)
-    out = run_training(cfg)
+    out = train(cfg)
     assert out["env_steps"] >= 4_000
     store = LabelStore(tmp_path / "e" / "labels.sqlite")
     assert store.env_id == "ALE/Enduro-v5" and store.obs_shape == (4, 84, 84)
@@ -207,7 +213,7 @@ def test_enduro_smoke_full_recipe(tmp_path):
 
 @pytest.mark.parametrize("env_id,algo", [("Pendulum-v1", "a2c"), ("Hopper-v5", "ppo"), ("HalfCheetah-v5", "a2c")])
 def test_continuous_and_mujoco_envs_run(tmp_path, env_id, algo):
-    out = run_training(tiny(tmp_path / "r", env_id=env_id, algo=algo, total_steps=640, label_budget=8,
+    out = train(tiny(tmp_path / "r", env_id=env_id, algo=algo, total_steps=640, label_budget=8,
                             pretrain_epochs=1, n_steps=32 if algo == "a2c" else 64))
     assert out["env_steps"] >= 640 and out["labels"] >= 2
     rows = metrics_rows(tmp_path / "r")
@@ -222,12 +228,12 @@ def test_enduro_resume_equals_the_uninterrupted_run(tmp_path):
     cfg = dict(env_id="ALE/Enduro-v5", reward="true", num_envs=2, n_steps=16, total_steps=384, log_every=64,
                sticky_actions=0.25, max_episode_steps=40)  # episodes that end and restart within the run
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    run_training(tiny(whole, **cfg))
+    train(tiny(whole, **cfg))
     calls = iter(range(10**6))
-    learner = Learner(tiny(cut, **cfg), should_stop=lambda: next(calls) >= 5)
+    learner = make_learner(tiny(cut, **cfg), should_stop=lambda: next(calls) >= 5)
     assert learner.run()["stopped_early"]
     learner.close()
-    resumed = Learner(tiny(cut, **cfg))
+    resumed = make_learner(tiny(cut, **cfg))
     assert resumed._env_restored
     resumed.run()
     resumed.close()
@@ -246,12 +252,12 @@ def test_resume_equals_the_uninterrupted_run(tmp_path, stop_after, fit):
     """Stopped part-way (30: in the initial labels; 69: five updates into training) and resumed with
     the same command: the same labels, metrics and parameters as one uninterrupted run."""
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    run_training(tiny(whole, reward_fit=fit))
+    train(tiny(whole, reward_fit=fit))
     calls = iter(range(10**6))
-    learner = Learner(tiny(cut, reward_fit=fit), should_stop=lambda: next(calls) >= stop_after)
+    learner = make_learner(tiny(cut, reward_fit=fit), should_stop=lambda: next(calls) >= stop_after)
     assert learner.run()["stopped_early"]
     learner.close()
-    resumed = Learner(tiny(cut, reward_fit=fit))
+    resumed = make_learner(tiny(cut, reward_fit=fit))
     assert resumed.resume_count == 1 and resumed._env_restored
     resumed.run()
     resumed.close()

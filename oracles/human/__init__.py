@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from rlhp_core.label_store import LabelStore
+from rlhp_core.paths import write_atomic
 from rlhp_core.segments import Query
 
 from .server import ROUTE, TOKEN_ENV, LabelServer, check_token, serve, token_from
@@ -55,9 +56,7 @@ def remembered_port(directory: str | Path) -> int:
 
 
 def _remember_port(path: Path, port: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"port": port}) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps({"port": port}) + "\n")
 
 
 def _port_trouble(host: str, port: int, remembered: int, port_file: Path, err: OSError) -> str:

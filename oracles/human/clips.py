@@ -13,8 +13,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from rlhp_core.label_store import LabelStore
+from rlhp_core.paths import write_atomic
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SIDES = ("left", "right")
@@ -77,20 +76,6 @@ def sprite_sheet(frames: np.ndarray) -> tuple[np.ndarray, dict]:
     return sheet, {"frames": t, "width": w, "height": h, "cols": cols, "rows": rows, "downsample": scale}
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 class ClipCache:
     """Encoded clips of a store's queries, on disk under ``clip_dir``.
 
@@ -144,11 +129,11 @@ class ClipCache:
                     info.update(frames=0, width=0, height=0, cols=0, rows=0, downsample=1)
                 else:
                     sheet, layout = sprite_sheet(seg.frames)
-                    _atomic_write(pngs[side], encode_png(sheet))
+                    write_atomic(pngs[side], encode_png(sheet))
                     info.update(layout)
                 out[side] = info
             out["version"] = CACHE_VERSION
-            _atomic_write(meta_path, json.dumps(out).encode())
+            write_atomic(meta_path, json.dumps(out).encode())
             return out
 
     def _read_meta(self, meta_path: Path, pngs: dict[str, Path]) -> dict | None:

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from rlhp_core.reward_model import CNN_FILTERS, CNN_LAYERS, HIDDEN, _conv_out  # noqa: E402
+from rlhp_core.reward.networks import CNN_FILTERS, CNN_LAYERS, HIDDEN, conv_out  # noqa: E402
 
 
 def reward_cnn_macs(size: int = 84, c: int = 4) -> dict[str, float]:
@@ -40,7 +40,7 @@ def reward_cnn_macs(size: int = 84, c: int = 4) -> dict[str, float]:
     fwd, first = 0.0, 0.0
     cin = c
     for i, (k, s) in enumerate(CNN_LAYERS):
-        size = _conv_out(size, k, s)
+        size = conv_out(size, k, s)
         layer = size * size * CNN_FILTERS * cin * k * k
         fwd += layer
         first = layer if i == 0 else first

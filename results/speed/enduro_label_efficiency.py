@@ -41,7 +41,7 @@ from oracles.teacher import teacher_for_env  # noqa: E402
 from rlhp_core.config import TrainConfig, resolve  # noqa: E402
 from rlhp_core.envs import make_vec_env  # noqa: E402
 from rlhp_core.fit_schedule import make_fit_schedule  # noqa: E402
-from rlhp_core.reward_model import PreferenceDataset, RewardEnsemble  # noqa: E402
+from rlhp_core.reward import PreferenceDataset, RewardEnsemble  # noqa: E402
 from rlhp_core.segments import Query, Segment  # noqa: E402
 
 ENV = "ALE/Enduro-v5"

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from rlhp_core.config import TrainConfig  # noqa: E402
-from rlhp_core.train import run_training  # noqa: E402
+from rlhp_core.cli import train  # noqa: E402
 
 
 def config(run_dir: Path, reward_fit: str, schedule: str, seed: int, budget: int = 500) -> TrainConfig:
@@ -45,7 +45,7 @@ def late_mean(rows: list[dict], key: str, from_step: int = 30_000) -> float:
 
 def one_run(reward_fit: str, schedule: str, seed: int, budget: int = 500) -> dict:
     with tempfile.TemporaryDirectory() as d:
-        summary = run_training(config(Path(d) / "run", reward_fit, schedule, seed, budget))
+        summary = train(config(Path(d) / "run", reward_fit, schedule, seed, budget))
         with open(Path(d) / "run" / "metrics.csv", newline="") as f:
             rows = list(csv.DictReader(f))
     returns = [float(r["charts/episodic_return"]) for r in rows if r.get("charts/episodic_return")]

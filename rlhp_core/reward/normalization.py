@@ -20,6 +20,9 @@ policy then optimised. Two rules stop that:
    its weight in r̂ is 0 until a later fit passes. With fewer decisive comparisons the test
    cannot tell, and only rule 1 applies. If every member fails, r̂ is 0 everywhere and the
    policy follows only its entropy bonus: no learning, rather than learning noise.
+
+``RewardEnsemble.update_normalization`` (rlhp_core/reward/ensemble.py) applies both after
+every fit; this module holds the rules and their constants only.
 """
 
 from __future__ import annotations

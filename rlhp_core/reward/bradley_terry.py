@@ -1,41 +1,60 @@
-"""The preference model and its loss (paper, section 2.2.3): pure math, no networks.
+"""The preference model (paper, section 2.2.3): Bradley-Terry over summed rewards, and its loss.
 
-Bradley-Terry over the *summed* predicted reward of each segment::
+Pure math, no networks. A segment's return R is the sum of r̂ over its steps, and
 
     P(left > right) = exp(R_l) / (exp(R_l) + exp(R_r)) = sigmoid(R_l - R_r)
 
-with the paper's allowance for a labeler who answers uniformly at random 10% of the time::
+:func:`bt_prob` is that probability, the one definition every caller uses: the members'
+probabilities that query selection compares (rlhp_core/queries.py), and the scripted teachers'
+Boltzmann-rational answers (oracles/teacher.py), ``sigmoid(beta * (R_l - R_r))`` with
+``beta`` their rationality (the reward model's is 1: its returns are in logit units).
+
+Training adds the paper's allowance for a labeler who answers uniformly at random 10% of the
+time::
 
     P' = (1 - noise) * P + noise / 2          (noise = 0.1: 0.9 * softmax + 0.05)
 
 and the loss is the cross-entropy of P' against the label's target distribution ``mu``
-(left (1, 0), right (0, 1), equal (0.5, 0.5)). Incomparable answers are not trained on.
+(left (1, 0), right (0, 1), equal (0.5, 0.5): rlhp_core/segments.ANSWER_MU). Incomparable
+answers are not trained on.
 
-Everything is computed in log space (``logsigmoid`` + ``logaddexp``), so a return gap of
-1e4 gives a finite loss and finite gradients (no ``log(0)``).
+Two versions of the same function, side by side: :func:`bt_prob` in numpy, for callers that
+hold numpy returns, and :func:`preference_log_probs` in torch, in log space (``logsigmoid`` +
+``logaddexp``) so that the loss has autograd and a return gap of 1e4 still gives a finite loss
+and finite gradients (no ``log(0)``); with ``noise=0`` it is ``log(bt_prob)`` (tested). torch
+is imported inside the torch functions: the teachers, the labeling tools and the sweep's
+argument checks import this module without loading torch (~3 s).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from .segments import ANSWER_MU, check_answer
+if TYPE_CHECKING:
+    import torch
 
-__all__ = [
-    "preference_log_probs",
-    "preference_prob",
-    "preference_loss_per_item",
-    "preference_loss",
-    "answers_to_mu",
-]
+__all__ = ["bt_prob", "preference_log_probs", "preference_loss_per_item"]
+
+
+def bt_prob(left_returns, right_returns, beta: float = 1.0) -> np.ndarray:
+    """Bradley-Terry P(left > right) = sigmoid(beta * (R_l - R_r)), elementwise.
+
+    ``beta`` in [0, inf]: 1 for the reward model (its returns are logits); a teacher's
+    rationality, where 0 is a coin and inf the rational limit (1 where R_l > R_r, 0 where
+    R_l < R_r, 1/2 on a tie). Overflow-free, as sigmoid(x) = (1 + tanh(x / 2)) / 2.
+    """
+    d = np.subtract(left_returns, right_returns)
+    if math.isinf(beta):
+        return np.where(d > 0, 1.0, np.where(d < 0, 0.0, 0.5))
+    return 0.5 * (1.0 + np.tanh(0.5 * beta * d))
 
 
 def _as_tensor(x, like: torch.Tensor | None = None) -> torch.Tensor:
+    import torch
+
     if isinstance(x, torch.Tensor):
         return x
     t = torch.as_tensor(np.asarray(x))
@@ -57,6 +76,9 @@ def preference_log_probs(returns_left, returns_right, noise: float = 0.1) -> tup
     ``log((1 - noise) * sigmoid(d) + noise / 2)`` is evaluated as
     ``logaddexp(log(1 - noise) + logsigmoid(d), log(noise / 2))``: stable for any gap ``d``.
     """
+    import torch
+    import torch.nn.functional as F
+
     noise = _check_noise(noise)
     rl = _as_tensor(returns_left)
     rr = _as_tensor(returns_right, like=rl)
@@ -73,12 +95,6 @@ def preference_log_probs(returns_left, returns_right, noise: float = 0.1) -> tup
         log_pl = torch.logaddexp(log_pl + a, b)
         log_pr = torch.logaddexp(log_pr + a, b)
     return log_pl, log_pr
-
-
-def preference_prob(returns_left, returns_right, noise: float = 0.0) -> torch.Tensor:
-    """P'(left > right); ``noise=0`` gives the plain Bradley-Terry probability."""
-    log_pl, _ = preference_log_probs(returns_left, returns_right, noise)
-    return log_pl.exp()
 
 
 def preference_loss_per_item(returns_left, returns_right, mu, noise: float = 0.1) -> torch.Tensor:
@@ -101,26 +117,3 @@ def preference_loss_per_item(returns_left, returns_right, mu, noise: float = 0.1
     log_pl, log_pr = preference_log_probs(rl, rr, noise)
     mu_t = mu_t.to(dtype=log_pl.dtype)
     return -(mu_t[..., 0] * log_pl + mu_t[..., 1] * log_pr)
-
-
-def preference_loss(returns_left, returns_right, mu, noise: float = 0.1) -> torch.Tensor:
-    """Mean over the batch of :func:`preference_loss_per_item` (a scalar tensor)."""
-    return preference_loss_per_item(returns_left, returns_right, mu, noise).mean()
-
-
-def answers_to_mu(answers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Map answers to ``(mu (K, 2) float32, trainable (K,) bool)``.
-
-    'left' -> (1, 0), 'right' -> (0, 1), 'equal' -> (0.5, 0.5); 'incomparable' -> mu (0, 0)
-    and trainable False (kept in the label store, never trained on). Unknown answers raise
-    ValueError.
-    """
-    answers = list(answers)
-    mu = np.zeros((len(answers), 2), dtype=np.float32)
-    trainable = np.zeros(len(answers), dtype=bool)
-    for i, a in enumerate(answers):
-        check_answer(a)
-        if a in ANSWER_MU:
-            mu[i] = ANSWER_MU[a]
-            trainable[i] = True
-    return mu, trainable
