@@ -575,9 +575,9 @@ def progress_figures(curves: pd.DataFrame, running: pd.DataFrame, progress: pd.D
         yield "final_vs_budget.png", "Final metrics per label budget", final_vs_budget(progress, dict(FINAL_METRICS))
     yield ("diagnostics.png", "Training diagnostics (PPO and reward model)",
            curve_panels(curves, DIAGNOSTIC_PANELS, hue_order=order, title="Training diagnostics"))
-    yield ("running_trials.png", "Running trials so far (partial; not in the tables)",
+    yield ("running_trials.png", "Unfinished cells so far (partial; not in the tables)",
            curve_panels(running, PROGRESS_PANELS, hue="cell", per_run=True,
-                        title="Running trials so far (not in the tables)"))
+                        title="Unfinished cells so far (not in the tables)"))
     if finals["group"].nunique() >= 2 and key in finals:
         label = dict(FINAL_METRICS)[key]
         yield ("performance_profile.png", f"Performance profile: fraction of runs above τ on {label}",

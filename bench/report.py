@@ -24,7 +24,7 @@ metric history when the run directory is on another machine), and writes to --ou
                                   value exceeds tau, against tau, with a bootstrap 95% band
     diagnostics.png               PPO and reward-model health (KL, clip fraction, explained variance,
                                   entropy, reward validation accuracy, equal share)
-    running_trials.png            a sweep in progress: the running trials' curves so far
+    running_trials.png            a sweep in progress: the unfinished cells' curves so far
     return_by_budget.png          episode return over training, one line per budget, seeds shaded
     return_by_method.png          the ablations side by side: one panel per budget, one line per
                                   method (two or more label-using methods)
@@ -71,7 +71,7 @@ from .metrics import FINAL_FRACTION, FINAL_METRICS
 from .provenance import machine, versions
 from .report_data import (UsageError, curves_frame, env_settings, load_study, teacher_family, teacher_trials,
                           trials_frame, workers_used)
-from .report_tables import (grid_markdown, grid_table, improvement_markdown, improvement_table, main_metric,
+from .report_tables import (cell_states, grid_markdown, grid_table, improvement_markdown, improvement_table, main_metric,
                             final_values, progress_markdown, progress_table, search_markdown, sorted_by_teacher,
                             sweep_progress, teacher_markdown, teacher_table, teacher_thresholds)
 from .storage import TrackingError, check_tracking_uri, normalize_url
@@ -209,7 +209,12 @@ class GridReport(SweepReport):
 
     def results(self, out, figs):
         trials = self.trials
-        running, _ = self.curves(trials[trials["state"] == "RUNNING"])
+        cells = cell_states(trials)
+        cells = cells[cells["state"] != "COMPLETE"]
+        # Every unfinished cell's run so far: a cell waiting for its retry resumes its run directory,
+        # so its metrics.csv is its progress. Only a running trial's own MLflow run stands in for a
+        # missing file: an earlier, failed trial's MLflow run is not what the retry continues.
+        running, _ = self.curves(cells.assign(mlflow_run_id=cells["mlflow_run_id"].where(cells["state"] == "RUNNING", "")))
         status = sweep_progress(trials, running, self.settings.get("env_steps"))
         table, main_md, done, curves, missing = self._main_results(figs)
         progress_md = self._progress_results(done, curves, running, list(table.get("group", [])), out, figs)

@@ -189,7 +189,9 @@ def cell_states(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def sweep_progress(trials: pd.DataFrame, running: pd.DataFrame, total_steps: int | None) -> list[str]:
-    """Markdown lines naming the cells not finished (running: how far), or [] when every cell is."""
+    """Markdown lines naming the cells not finished (how far those with a run so far got), or []
+    when every cell is. ``running``: the unfinished cells' curves (a cell waiting for its retry
+    resumes the run directory it has)."""
     cells = cell_states(trials)
     done = int((cells["state"] == "COMPLETE").sum())
     if done == len(cells):
@@ -198,12 +200,12 @@ def sweep_progress(trials: pd.DataFrame, running: pd.DataFrame, total_steps: int
     of = f" of {total_steps:,}" if total_steps else ""
 
     def text(row) -> str:
-        if row.state != "RUNNING":
-            return f"`{row.cell}`"
         steps = reached.get(row.number)
-        return f"`{row.cell}` ({'no log row yet' if steps is None else f'{int(steps):,}{of} agent steps'})"
+        if steps is not None:
+            return f"`{row.cell}` ({int(steps):,}{of} agent steps so far)"
+        return f"`{row.cell}` (no log row yet)" if row.state == "RUNNING" else f"`{row.cell}`"
 
-    drawn = " Running cells' curves so far are in `running_trials.png`." if reached else ""
+    drawn = " Unfinished cells' curves so far are in `running_trials.png`." if reached else ""
     lines = [f"**{done} of {len(cells)} cells finished.** Tables and plots use the finished cells only (a group's "
              f"`seeds` counts them).{drawn}", ""]
     for state, title in (("RUNNING", "running"), ("WAITING", "not started"), ("PRUNED", "pruned"),

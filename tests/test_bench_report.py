@@ -357,7 +357,7 @@ def _fake_metrics(path: Path, budget: int, gained: float, last_step: int) -> Non
 
 def _fake_sweep(d: Path) -> Path:
     """A grid sweep in progress, without the sweep machinery: an Optuna study holding FAKE_CELLS' trials
-    and their run directories (finished ones complete, the running one half way)."""
+    and their run directories (finished ones complete, the running one part way, the failed one less)."""
     import json
 
     import optuna
@@ -380,6 +380,8 @@ def _fake_sweep(d: Path) -> Path:
             user_attrs={"cell": key, "run_key": key, **({"labels": budget, "env_steps": STEPS} if done else {})}))
         if state in ("COMPLETE", "RUNNING"):
             _fake_metrics(d / "trials" / key / "metrics.csv", budget, gained, STEPS if done else 4 * LOG)
+        if state == "FAIL":  # crashed part way: its retry resumes this run directory
+            _fake_metrics(d / "trials" / key / "metrics.csv", budget, gained, 2 * LOG)
     (d / "sweep.json").write_text(json.dumps({
         "study": "progress", "kind": "grid", "storage": storage, "budgets": [290, 5500],
         "methods": ["true-reward", "rlhp"], "seeds": 4, "command": "python -m bench.sweep --preset fake",
@@ -441,9 +443,11 @@ def test_few_seeds_are_flagged_next_to_the_interval(progress_report):
 def test_a_sweep_in_progress_names_its_unfinished_cells(progress_report):
     md = (progress_report / "results.md").read_text()
     assert "**7 of 12 cells finished.**" in md
-    assert "- running: `rlhp-b290-s2` (4,000 of 10,000 agent steps)" in md
+    assert "- running: `rlhp-b290-s2` (4,000 of 10,000 agent steps so far)" in md
     assert "- not started: `rlhp-b290-s3`, `rlhp-b5500-s2`, `rlhp-b5500-s3`" in md
-    assert "- failed (the next `bench.sweep` run retries them): `rlhp-b5500-s1`" in md
+    # a failed cell's run so far is what its retry resumes: how far it got, and its curve in running_trials.png
+    assert "- failed (the next `bench.sweep` run retries them): `rlhp-b5500-s1` (2,000 of 10,000 agent steps so far)" in md
+    assert "Unfinished cells' curves so far are in `running_trials.png`." in md
     readme = (progress_report / "README.md").read_text()
     assert "**7 of 12 cells finished.**" in readme and "at or after 90% of its last logged agent step" in readme
 
