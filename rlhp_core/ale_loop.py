@@ -18,7 +18,7 @@ order, so the same repeats); no life-loss signal, no fire-on-reset, unclipped re
 action set; truncation at 108,000 frames. One inherited quirk is kept on purpose so the two
 stay identical: a step cut short by the episode's end captures no new frame after the cut, so
 its final observation max-pools the previous step's pooled frame with whatever this step
-captured (native does exactly that). ``tests/test_ale_loop.py`` compares every observation,
+captured (native does exactly that). ``tests/unit/test_ale_loop.py`` compares every observation,
 final observation, reward and episode end with native over random play on Enduro (sticky
 actions, episodes cut every 23 steps) and MsPacman (a game over); checked by hand also on
 Pong, more seeds and 2-3 workers: 0 pixels differ.
@@ -39,7 +39,7 @@ every env's ROM (~0.1 s each, spread over the workers), as native's does.
 
 Enduro RAM (``getRAM()[i]`` is address ``0x80 + i``), found by recording RAM over 1,500
 always-accelerate steps and reading the odometer off the screen (digits on rows 165-171,
-8-pixel cells from column 64) and checked in ``tests/test_ale_loop.py``:
+8-pixel cells from column 64) and checked in ``tests/unit/test_ale_loop.py``:
 
 - odometer: the panel shows ``dddd`` and a rolling tenths digit; RAM holds it as BCD tenths
   (``0xAA`` thousands in its low nibble, ``0xA9`` hundreds|tens, ``0xA8`` units|tenths) plus a

@@ -77,10 +77,10 @@ fi
 # -- what the tests add --------------------------------------------------------------------------
 if [ "$tests" = 1 ]; then
   python -m pip install -q -e ".[test]"
-  if [ ! -x /usr/bin/chromium ]; then  # tests/test_human*.py drive Debian's chromium (never `playwright install`)
+  if [ ! -x /usr/bin/chromium ]; then  # tests/*/test_human*.py drive Debian's chromium (never `playwright install`)
     optional_package chromium "without it the labeling-page browser tests are skipped"
   fi
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
-    optional_package postgresql "without it the multi-worker sweep test (tests/test_sweep_postgres.py) is skipped"
+    optional_package postgresql "without it the multi-worker sweep test (tests/e2e/test_sweep_postgres.py) is skipped"
   fi
 fi

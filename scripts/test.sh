@@ -3,7 +3,8 @@
 #
 #   bash scripts/test.sh          the whole suite, slow and browser tests included (what CI runs)
 #   bash scripts/test.sh --fast   the everyday subset, -m "not slow and not browser" (a few minutes)
-#   bash scripts/test.sh ARGS     any pytest arguments, e.g. tests/test_oracles.py or -m browser
+#   bash scripts/test.sh ARGS     any pytest arguments, e.g. tests/unit/test_oracles.py or -m browser
+#   bash scripts/test.sh tests/unit   one layer: tests/unit, tests/integration, tests/e2e, tests/benchmarks
 #
 # Markers (pyproject.toml): slow, browser, postgres; tests/README.md says which tests carry them.
 set -euo pipefail

@@ -1,4 +1,5 @@
-"""Shared test helpers: one torch thread (CI has 2 cores shared with the emulator), small segments."""
+"""Fixtures shared by every layer: one torch thread (CI has 2 cores shared with the emulator), an
+rng, a run directory, and Chromium for the browser tests. Plain helpers live in tests/helpers/."""
 
 from __future__ import annotations
 
@@ -8,19 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers.human import CHROMIUM, CHROMIUM_ARGS
+
 torch.set_num_threads(1)
-
-
-def make_segment(rng: np.random.Generator, length: int = 5, obs_shape=(3,), rewards=None, frames: bool = False):
-    from rlhp_core.segments import Segment
-
-    return Segment(
-        obs=rng.normal(size=(length, *obs_shape)).astype(np.float32),
-        actions=rng.integers(0, 2, size=length),
-        true_rewards=np.asarray(rewards if rewards is not None else rng.normal(size=length), dtype=np.float32),
-        episode_ends=np.zeros(length, dtype=bool),
-        frames=rng.integers(0, 255, size=(length, 8, 8, 3), dtype=np.uint8) if frames else None,
-    )
 
 
 @pytest.fixture
@@ -34,3 +25,29 @@ def run_dir(tmp_path: Path) -> Path:
     d = tmp_path / "run"
     d.mkdir()
     return d
+
+
+# -- Chromium through Playwright (the labeling page's browser tests) -------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is absent (apt-get install chromium) : browser tests skipped")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text
+          else None)
+    pg.errors = errors
+    yield pg
+    ctx.close()

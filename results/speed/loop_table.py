@@ -1,7 +1,7 @@
 """loop_speed.csv and loop_parts.png from the loop harness's JSON output.
 
     # one measurement (see README.md), then its row, then the chart of the idle rows:
-    OMP_NUM_THREADS=1 python tests/test_bench_loop.py --steps 8000 --raw-seconds 4 --ratio 0.1 \\
+    OMP_NUM_THREADS=1 python tests/benchmarks/test_bench_loop.py --steps 8000 --raw-seconds 4 --ratio 0.1 \\
         --set reward_fit=background --set reward_dtype=bfloat16 --json bg_bf16.json
     python results/speed/loop_table.py add bg_bf16.json --config r010_bg_bf16 \\
         --description "full recipe, ratio 0.1, background fit, bf16 convs" --machine-state "idle (only this run)"

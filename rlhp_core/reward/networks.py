@@ -18,10 +18,10 @@ only changes how the arithmetic is batched, never the math:
   CUDA (untested here: no GPU was available).
 - MLP: batched matmuls with per-member weights ``(M, in, out)``.
 
-Measured (tests/test_bench_reward.py, same run, 1 thread): training ~2x cheaper per
+Measured (tests/benchmarks/test_bench_reward.py, same run, 1 thread): training ~2x cheaper per
 comparison than 3 separate ``nn.Sequential`` nets (B=32: 152 -> 75 ms per comparison for
 all 3 members), inference ~15% cheaper; numbers in that file's docstring. The tests build
-those M plain nets with the same weights (``reference_members`` in tests/test_reward_model.py)
+those M plain nets with the same weights (``reference_members`` in tests/helpers/reward.py)
 and check fused == separate (outputs, batch-norm statistics, gradients) to 1e-5.
 
 Layer order per conv layer (the paper names the parts, not the order): conv -> batch norm ->
@@ -128,7 +128,7 @@ class FusedCNN(nn.Module):
     * ``conv_mode='grouped'``: one grouped conv per layer over the channel-stacked members.
     * ``conv_mode='split'``: one conv per member on its weight slice (oneDNN on CPU runs
       grouped convs with these tiny channel counts slower than M plain ones: see
-      tests/test_bench_reward.py), then the members are stacked for the dense layers.
+      tests/benchmarks/test_bench_reward.py), then the members are stacked for the dense layers.
 
     'auto' picks 'split' on CPU and 'grouped' on CUDA. The 1/255 input scale is folded into
     the first conv's weights (conv(x/255, W) == conv(x, W/255)), so uint8 frames are

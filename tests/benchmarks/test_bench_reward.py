@@ -1,7 +1,7 @@
 """Reward-model cost: naive M separate nets vs the fused ensemble, measured in the same run.
 
 Run the numbers with
-    OMP_NUM_THREADS=1 python -m pytest tests/test_bench_reward.py --benchmark-enable \\
+    OMP_NUM_THREADS=1 python -m pytest tests/benchmarks/test_bench_reward.py --benchmark-enable \\
         --benchmark-columns=min,median,rounds --benchmark-group-by=group -s
 (the project's default ``--benchmark-disable`` runs each once, as a smoke test). Each
 benchmark stores ms per comparison (training, all 3 members, 50 frames each) or per frame
@@ -41,7 +41,7 @@ import torch
 
 from rlhp_core.reward.bradley_terry import preference_loss_per_item
 from rlhp_core.reward.networks import FusedCNN, FusedMLP
-from tests.test_reward_model import reference_members
+from tests.helpers.reward import reference_members
 
 torch.set_num_threads(1)
 
@@ -146,6 +146,11 @@ def test_bench_infer_per_frame(benchmark, variant, frames):
     benchmark.extra_info.update(frames_per_round=INFER_FRAMES, members=M)
     out = benchmark.pedantic(run, rounds=20, warmup_rounds=2)
     assert out.shape == (INFER_FRAMES,)
+    # every variant computes the same r-hat: the plain nets' mean over members (same weights)
+    plain = reference_members(_fused())
+    with torch.inference_mode():
+        expected = torch.stack([n.eval()(x).squeeze(-1) for n in plain]).mean(0)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
     _report(benchmark, "frame", INFER_FRAMES)
 
 

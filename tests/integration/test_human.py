@@ -1,7 +1,8 @@
 """The human adapter: the labeling server over HTTP, and the page in a real (headless) browser.
 
 Queries are small synthetic segments with random blocky RGB frames (no emulator), plus one
-test with real Enduro frames that also writes the README's screenshot (docs/labeling-page.png).
+test with real Enduro frames that makes the README's screenshot (written to
+docs/labeling-page.png only with RLHP_WRITE_DOCS=1).
 Browser tests drive Debian's Chromium through Playwright and are skipped only when
 /usr/bin/chromium is absent.
 """
@@ -9,7 +10,6 @@ Browser tests drive Debian's Chromium through Playwright and are skipped only wh
 from __future__ import annotations
 
 import csv
-import http.client
 import io
 import json
 import os
@@ -31,43 +31,9 @@ from oracles.human.tasks import GENERIC, task_for
 from rlhp_core.label_store import LabelStore
 from rlhp_core.labeler import Labeler, RoutedLabeler
 from rlhp_core.segments import Query, Segment
-
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ENV = "ALE/Enduro-v5"
-OBS = (4,)
-
-
-# -- building queries ------------------------------------------------------------------------
-def make_segment(rng: np.random.Generator, length: int = 12, ends: tuple[int, ...] = (), frames: bool = True,
-                 size: tuple[int, int] = (210, 160)) -> Segment:
-    """Random blocky RGB frames (10x10 blocks): every frame differs, and they compress well."""
-    h, w = size
-    pics = None
-    if frames:
-        small = rng.integers(0, 256, (length, h // 10, w // 10, 3), dtype=np.uint8)
-        pics = small.repeat(10, axis=1).repeat(10, axis=2)
-    episode_ends = np.zeros(length, bool)
-    episode_ends[list(ends)] = True
-    return Segment(obs=rng.integers(0, 255, (length, *OBS), dtype=np.uint8), actions=np.zeros(length, np.int64),
-                   true_rewards=np.zeros(length, np.float32), episode_ends=episode_ends, frames=pics)
-
-
-def make_queries(n: int, seed: int = 0, prefix: str = "q", **kw) -> list[Query]:
-    rng = np.random.default_rng(seed)
-    return [Query(f"{prefix}{i}", make_segment(rng, **kw), make_segment(rng, **kw)) for i in range(n)]
-
-
-def write_status(path: Path, **over) -> dict:
-    status = {"env_steps": 1_234_560, "total_steps": 10_000_000, "labels_answered": 612, "labels_pending": 3,
-              "label_budget": 5500, "episode_return": 143.2, "phase": "training", "updated_at": time.time()}
-    status.update(over)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(status))
-    tmp.replace(path)
-    return status
+from tests.helpers.human import (ENV, OBS, ROOT, SAMPLE_JS, answer_body, answers_of, api, assert_clips_play,
+                                  base_url, labeling, make_queries, make_segment, request, shown_id, wait_until,
+                                  write_status)
 
 
 @pytest.fixture
@@ -80,41 +46,6 @@ def labeler(store: LabelStore):
     lab = HumanLabeler(store, env_id=ENV, label_budget=20, announce=False, linger_s=0)
     yield lab
     lab.close()
-
-
-# -- plain HTTP -------------------------------------------------------------------------------
-def request(base: str, method: str, path: str, body: object = None, headers: dict | None = None,
-            raw_body: bytes | None = None) -> tuple[int, dict, bytes]:
-    """Send ``path`` exactly as given (no normalisation) and return (status, headers, body)."""
-    host, port = base.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
-    con = http.client.HTTPConnection(host, int(port), timeout=10)
-    hdrs = dict(headers or {})
-    data = raw_body
-    if body is not None:
-        data = json.dumps(body).encode()
-        hdrs.setdefault("Content-Type", "application/json")
-    con.request(method, path, body=data, headers=hdrs)
-    r = con.getresponse()
-    out = r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    con.close()
-    return out
-
-
-def api(base: str, path: str, body: object = None, **kw) -> tuple[int, dict]:
-    status, _, data = request(base, "POST" if body is not None else "GET", path, body, **kw)
-    return status, json.loads(data)
-
-
-def answer_body(qid: str, answer: str = "left", sub: str = "sub-0001", client: str = "tab-test", **over) -> dict:
-    now = time.time() * 1000
-    body = {"query_id": qid, "answer": answer, "submission_id": sub, "labeler": "tester", "client": client,
-            "shown_at": now - 3000, "answered_at": now - 10, "sent_at": now}
-    body.update(over)
-    return body
-
-
-def base_url(lab) -> str:
-    return lab.server.local_url.split("?")[0].rstrip("/")
 
 
 def test_labeler_protocol_and_routing(store):
@@ -457,79 +388,6 @@ def test_cli_killed_and_restarted_loses_nothing(store, run_dir):
     assert len(LabelStore(run_dir / "labels.sqlite").all_answers()) == 1
 
 
-# -- in a real browser ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is absent (apt-get install chromium) : browser tests skipped")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text
-          else None)
-    pg.errors = errors
-    yield pg
-    ctx.close()
-
-
-def wait_until(fn, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.time() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def shown_id(pg) -> str:
-    return pg.eval_on_selector("#pair", "p => p.dataset.queryId")
-
-
-def labeling(pg) -> bool:
-    return pg.eval_on_selector("body", "b => b.dataset.state") == "labeling"
-
-
-_SAMPLE_JS = """() => ['left', 'right'].map(side => {
-  const c = document.getElementById('canvas-' + side);
-  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-  let h = 0;
-  for (let i = 0; i < d.length; i += 101) h = (h * 31 + d[i]) | 0;
-  return [Number(c.dataset.frame), h, c.getBoundingClientRect().width];
-})"""
-
-
-def assert_clips_play(pg, min_frames: int = 3):
-    """Both canvases advance through frames, in step, and their pixels change."""
-    frames, hashes = set(), {"left": set(), "right": set()}
-
-    def enough():
-        (fl, hl, wl), (fr, hr, wr) = pg.evaluate(_SAMPLE_JS)
-        assert fl == fr, "the two clips are out of sync"
-        assert wl >= 2 * 160, "clips should be scaled up to a readable size"
-        frames.add(fl)
-        hashes["left"].add(hl)
-        hashes["right"].add(hr)
-        return len(frames) >= min_frames and min(len(h) for h in hashes.values()) >= min_frames
-
-    wait_until(enough, what="both clips to play")
-
-
-def answers_of(store):
-    return [(a.query_id, a.answer) for a in store.current_answers()]
-
 
 @pytest.mark.browser
 def test_browser_label_with_keys_and_clicks_undo_reload(page, labeler, store):
@@ -764,7 +622,7 @@ def test_browser_enduro_screenshot(page, store, run_dir):
         wait_until(lambda: shown_id(page) == "enduro-0", what="the Enduro pair")
         assert_clips_play(page)
         wait_until(lambda: "next pair ready" in page.inner_text("#frame"), what="the next pair to be prefetched")
-        assert page.evaluate(_SAMPLE_JS)[0][2] >= 380  # scaled up about 2.4x at 1280x800
+        assert page.evaluate(SAMPLE_JS)[0][2] >= 380  # scaled up about 2.4x at 1280x800
         # everything fits in the window: clips, answer buttons and the controls under them
         assert page.evaluate("() => document.querySelector('.controls').getBoundingClientRect().bottom") <= 800
         out = (ROOT / "docs" if os.environ.get("RLHP_WRITE_DOCS") == "1" else run_dir) / "labeling-page.png"

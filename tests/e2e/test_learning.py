@@ -19,7 +19,7 @@ from rlhp_core.config import TrainConfig, resolve
 from rlhp_core.envs import make_vec_env
 from rlhp_core.reward import RewardEnsemble
 from rlhp_core.cli import train
-from tests.test_reward_model import segment_returns
+from tests.helpers.reward import segment_returns
 
 STEPS = 61_440
 COMMON = dict(env_id="Pendulum-v1", algo="ppo", num_envs=4, n_steps=512, gamma=0.9, ent_coef=0.0, lr=1e-3,

@@ -13,7 +13,7 @@ from rlhp_core.background_fit import BackgroundFit
 from rlhp_core.checkpoint import complete_checkpoints
 from rlhp_core.reward import PreferenceDataset, RewardEnsemble
 from rlhp_core.cli import train
-from tests.test_train import answers, make_learner, metrics_rows, tiny
+from tests.helpers.learner import answers, make_learner, metrics_rows, tiny
 
 torch.set_num_threads(1)
 ATARI = (4, 84, 84)

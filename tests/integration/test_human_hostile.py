@@ -24,9 +24,8 @@ import pytest
 import oracles.human.server as server_mod
 from oracles.human import PORT_FILE, TOKEN_ENV, HumanLabeler, LabelPortError, check_token, remembered_port, serve
 from rlhp_core.label_store import LabelStore
-from test_human import (  # noqa: F401 (fixtures)
-    ENV, ROOT, answer_body, answers_of, api, base_url, browser, labeling, make_queries, page, request, shown_id,
-    wait_until,
+from tests.helpers.human import (
+    ENV, ROOT, answer_body, answers_of, api, base_url, labeling, make_queries, request, shown_id, wait_until,
 )
 
 

@@ -39,7 +39,7 @@ from rlhp_core.trained import (
     make_env,
     make_vec_env_for,
 )
-from tests.test_train import tiny
+from tests.helpers.learner import tiny
 
 LEARN = {"num_envs": 4, "total_steps": 2_048, "label_budget": 100, "initial_labels": 80, "pretrain_epochs": 20,
          "reward_update_every": 512, "log_every": 512, "checkpoint_every": 2_048}

@@ -11,7 +11,7 @@ dozen labels, one pretraining epoch) so that the timed part starts within second
 schedule keeps the default budget (5,500) and horizon (1M steps), so the number of queries
 per refit is what a real run asks for early on. Only the training phase is timed.
 
-    OMP_NUM_THREADS=1 python -m pytest tests/test_bench_loop.py --benchmark-enable -s
+    OMP_NUM_THREADS=1 python -m pytest tests/benchmarks/test_bench_loop.py --benchmark-enable -s
 
 Under the project's default ``--benchmark-disable`` the test is a smoke run (~15 s): 32
 initial labels and one refit of one minibatch after 320 steps (still 0.1 comparisons per
@@ -24,7 +24,7 @@ processes share the cores) and where the loop's time went (exclusive wall second
 
 The same measurement from the command line (used for results/speed/):
 
-    OMP_NUM_THREADS=1 python tests/test_bench_loop.py --steps 20000 --ratio 0.1 --json out.json
+    OMP_NUM_THREADS=1 python tests/benchmarks/test_bench_loop.py --steps 20000 --ratio 0.1 --json out.json
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import pytest
 import torch
 
 if __name__ == "__main__":  # run as a script from the repo root
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from rlhp_core.allocator import active_allocator  # noqa: E402
 from rlhp_core.config import TrainConfig  # noqa: E402
@@ -51,10 +51,14 @@ from rlhp_core.envs import _default_threads  # noqa: E402
 from rlhp_core.cli import labeler_for  # noqa: E402
 from rlhp_core.reward_source import LearnedReward  # noqa: E402
 from rlhp_core.train import Learner  # noqa: E402
-from tests.test_reward_model import member_probs  # noqa: E402
+from tests.helpers.reward import member_probs  # noqa: E402
 
 ENDURO = "ALE/Enduro-v5"
 NUM_ENVS = 16
+# The full recipe's (ratio 0.1, float32) loop over the raw emulator by CPU time: the lowest of the
+# r010 float32 rows in results/speed/loop_speed.csv (r010_old, 2026-11-25, glibc malloc). This
+# test's smoke run (320 steps) measured 0.029 and 0.036 beside a background Enduro sweep.
+BASELINE_LOOP_OVER_RAW_BY_CPU = 0.0317
 
 PARTS = (
     "env step", "policy act", "A2C update", "reward inference (rollout r̂)", "segment buffer add",
@@ -279,10 +283,12 @@ def test_bench_enduro_loop_vs_raw_emulator(benchmark, request, switches):
           f"load {res['load_avg_1min']:.1f}")
     for k, v in sorted(loop["parts_wall_s"].items(), key=lambda kv: -kv[1]):
         print(f"  {k:32s} {v:7.2f} s  {100 * v / loop['wall_s']:5.1f}%")
-    # Sanity only, not the speed target: the loop did its steps, refitted the reward model,
-    # and is not pathologically slow (e.g. BLAS threads fighting the emulator).
+    # The loop did its steps and refitted the reward model, and it runs at no less than half the
+    # recorded speed relative to the raw emulator in this same process. By CPU time, which other
+    # processes on the cores barely move (wall-clock is what they move): a halving (BLAS threads
+    # fighting the emulator, a fit every step, a lost fast path) fails here.
     assert loop["steps"] >= steps and loop["reward_train_steps"] > 0
-    assert res["loop_over_raw"] > 0.002, res
+    assert res["loop_over_raw_by_cpu"] >= 0.5 * BASELINE_LOOP_OVER_RAW_BY_CPU, res
 
 
 @pytest.mark.parametrize("arch", ["cnn", "mlp"])

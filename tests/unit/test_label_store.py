@@ -6,7 +6,7 @@ import pytest
 
 from rlhp_core.label_store import LabelStore, LabelStoreError
 from rlhp_core.segments import Query
-from tests.conftest import make_segment
+from tests.helpers.segments import make_segment
 
 
 def _queries(rng, n, frames=False):

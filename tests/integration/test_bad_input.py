@@ -27,7 +27,7 @@ from typing import Callable
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = {
     "train": [sys.executable, "-c", "import sys; from rlhp_core.cli import cli; sys.exit(cli())"],
     "train-module": [sys.executable, "-m", "rlhp_core.train"],

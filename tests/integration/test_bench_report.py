@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import shutil
@@ -15,17 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-HERE = Path(__file__).resolve().parent
+import tests.helpers.sweep as H
 
 
-def _helpers():
-    spec = importlib.util.spec_from_file_location("_bench_sweep_helpers_r", HERE / "test_bench_sweep.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-H = _helpers()
 
 
 # -- statistics ---------------------------------------------------------------------------------------

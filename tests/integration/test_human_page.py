@@ -31,8 +31,8 @@ from oracles.human.server import LabelServer
 from rlhp_core.envs import GymVecEnv, make_vec_env
 from rlhp_core.label_store import LabelStore
 from rlhp_core.segments import Query, Segment
-from test_human import (ROOT, api, assert_clips_play, base_url, browser, labeling, make_queries,  # noqa: F401
-                        page, shown_id, wait_until, write_status)
+from tests.helpers.human import (ROOT, api, assert_clips_play, base_url, labeling, make_queries, shown_id,
+                                  wait_until, write_status)
 
 CARTPOLE = "CartPole-v1"
 GOAL = "Keep alongside other cars; don't pass them"
@@ -351,7 +351,7 @@ def test_browser_frames_problem_is_explained(page, run_dir):
 def test_one_command_classic_control_human_run(page, tmp_path, env_id):
     """``python -m rlhp_core.train --env-id CartPole-v1 --labeler human --goal ...``: the learner keeps
     frames, the label store holds them, the page plays them under the run's goal, the run finishes."""
-    from test_human_learner import FINISHED, Training, empty_title
+    from tests.helpers.human import FINISHED, Training, empty_title
 
     run_dir = tmp_path / "run"
     run = Training(run_dir, "--env-id", env_id, "--labeler", "human", "--total-steps", "800", "--goal", GOAL)

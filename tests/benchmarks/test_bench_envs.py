@@ -1,7 +1,7 @@
 """Env stepping speed: ale-py's raw C++ vector env vs our make_vec_env, Enduro, 16 envs.
 
 Compare the two rows of the table (same run, same machine) rather than absolute numbers:
-``pytest tests/test_bench_envs.py --benchmark-enable`` (add ``--benchmark-autosave`` to keep
+``pytest tests/benchmarks/test_bench_envs.py --benchmark-enable`` (add ``--benchmark-autosave`` to keep
 them). Under the default ``--benchmark-disable`` each runs once, quickly. Rows: the raw
 emulator (ale-py's own gray 84x84 preprocessing), make_vec_env's native backend (what
 training runs, but for Enduro, which defaults to ale_loop for its RAM: see rlhp_core/ale_loop.py
@@ -49,9 +49,29 @@ def _actions(n: int = STEPS) -> list[np.ndarray]:
     return [rng.integers(0, 9, NUM_ENVS) for _ in range(n)]
 
 
-def _run(env, actions) -> None:
+def _run(env, actions) -> dict:
+    """Step ``env`` through ``actions``; what came back (first and last observations, last frames) for the checks."""
+    first = last = None
     for a in actions:
-        env.step(a)
+        out = last = env.step(a)
+        first = first if first is not None else np.array(_obs(out))
+    return {"steps": len(actions), "first": first, "last": np.array(_obs(last)),
+            "frames": None if getattr(last, "frames", None) is None else np.array(last.frames)}
+
+
+def _obs(out) -> np.ndarray:
+    return out.obs if hasattr(out, "obs") else out[0]  # make_vec_env's StepBatch, or gymnasium's tuple
+
+
+def _check_stepped(res: dict, frames: bool = False) -> None:
+    """The emulators ran: every step taken, (N, 4, 84, 84) uint8 stacks (and with ``frames`` the
+    (N, 210, 160, 3) RGB screens), and the screens changed from the first step to the last."""
+    assert res["steps"] == STEPS
+    assert res["last"].shape == (NUM_ENVS, 4, 84, 84) and res["last"].dtype == np.uint8, res["last"].shape
+    assert not np.array_equal(res["first"], res["last"]), "the observations never changed"
+    if frames:
+        assert res["frames"] is not None and res["frames"].shape == (NUM_ENVS, 210, 160, 3), res["frames"]
+        assert res["frames"].dtype == np.uint8 and res["frames"].std() > 0
 
 
 def _speed(env, actions) -> tuple[float, float]:
@@ -83,21 +103,24 @@ def envs(request):
 
 def test_bench_raw_atari_vector_env(benchmark, envs):
     actions = _actions()
-    benchmark.pedantic(_run, args=(envs["raw"], actions), rounds=3, iterations=1, warmup_rounds=0)
+    res = benchmark.pedantic(_run, args=(envs["raw"], actions), rounds=3, iterations=1, warmup_rounds=0)
     benchmark.extra_info["env_steps_per_round"] = STEPS * NUM_ENVS
+    _check_stepped(res)
 
 
 def test_bench_rlhp_make_vec_env_keep_frames(benchmark, envs):
     if "rlhp_frames" not in envs:
         pytest.skip("built only with --benchmark-enable (test_envs.py covers the rgb backend)")
     actions = _actions()
-    benchmark.pedantic(_run, args=(envs["rlhp_frames"], actions), rounds=3, iterations=1, warmup_rounds=0)
+    res = benchmark.pedantic(_run, args=(envs["rlhp_frames"], actions), rounds=3, iterations=1, warmup_rounds=0)
     benchmark.extra_info["env_steps_per_round"] = STEPS * NUM_ENVS
+    _check_stepped(res, frames=True)
 
 
 def test_bench_rlhp_make_vec_env(benchmark, envs):
     actions = _actions()
-    benchmark.pedantic(_run, args=(envs["rlhp"], actions), rounds=3, iterations=1, warmup_rounds=0)
+    res = benchmark.pedantic(_run, args=(envs["rlhp"], actions), rounds=3, iterations=1, warmup_rounds=0)
+    _check_stepped(res)
     # back-to-back measurement in this very test, best of 2 alternations, so the ratio is fair;
     # CPU time per step is the steadier number when other processes share the cores
     speeds = {k: 0.0 for k in envs}

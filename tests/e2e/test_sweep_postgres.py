@@ -5,13 +5,12 @@ port, unix socket in that folder) holds the Optuna study; an ``mlflow server`` o
 takes the runs. Two worker processes run the same command; every grid cell must complete
 exactly once, each as one FINISHED MLflow run nested under the sweep's run. PostgreSQL refuses
 to run as root: as root the server runs as the ``postgres`` user (runuser), otherwise as us.
-The learner is the fake one from test_bench_sweep (the storage is what is under test here).
+The learner is the fake one from tests/helpers/sweep.py (the storage is what is under test here).
 """
 
 from __future__ import annotations
 
 import glob
-import importlib.util
 import os
 import pwd
 import shutil
@@ -24,16 +23,10 @@ from pathlib import Path
 
 import pytest
 
+import tests.helpers.sweep as sweep_helpers
+
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-HERE = Path(__file__).resolve().parent
-
-
-def _helpers():
-    spec = importlib.util.spec_from_file_location("_bench_sweep_helpers", HERE / "test_bench_sweep.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _pg_bin() -> Path | None:
@@ -132,7 +125,7 @@ def test_two_workers_share_one_study_and_run_every_cell_once(servers, tmp_path):
     from bench.storage import normalize_url
 
     pg_url, mlflow_url = servers
-    h = _helpers()
+    h = sweep_helpers
     worker = h.write_fake_worker(tmp_path)
     args = ["--study", "pg-two-workers", "--dir", str(tmp_path / "sweep"), "--storage", pg_url,
             "--tracking-uri", mlflow_url, "--env-steps", "40000", "--set", "log_every=8000",

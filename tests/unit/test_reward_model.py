@@ -7,87 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from torch import nn
 
 from rlhp_core.config import TrainConfig, resolve
 from rlhp_core.fit_schedule import Plateau
-from rlhp_core.reward import L2Rule, PreferenceDataset, RewardEnsemble, bt_prob
-from rlhp_core.reward.networks import CNN_FILTERS, CNN_LAYERS, HIDDEN, LEAKY_SLOPE, FusedCNN, FusedMLP, dropout
+from rlhp_core.reward import L2Rule, PreferenceDataset, RewardEnsemble
+from rlhp_core.reward.networks import CNN_LAYERS, FusedCNN, FusedMLP, dropout
+
+from tests.helpers.reward import member_probs, reference_members, segment_returns
 
 torch.set_num_threads(1)
 
 ATARI = (4, 84, 84)
-
-
-# --- references: what the fused modules and the learner compute, written the plain way ------------
-
-
-class _Scale(nn.Module):
-    def forward(self, x):
-        return x.float() / 255.0 if x.dtype == torch.uint8 else x
-
-
-def reference_members(net: nn.Module) -> list[nn.Sequential]:
-    """The M networks of a fused module as plain, separate ``nn.Sequential`` nets (same weights,
-    batch-norm statistics and train/eval mode): the fused == separate tests' reference and
-    tests/test_bench_reward.py's naive baseline."""
-    m = net.n_members
-    out = []
-    with torch.no_grad():
-        for j in range(m):
-            if isinstance(net, FusedCNN):
-                layers: list[nn.Module] = [_Scale()]
-                cin = net.obs_shape[0]
-                for conv, bn in zip(net.convs, net.bns):
-                    c = nn.Conv2d(cin, CNN_FILTERS, conv.kernel_size, conv.stride)
-                    sl = slice(j * CNN_FILTERS, (j + 1) * CNN_FILTERS)
-                    c.weight.copy_(conv.weight[sl])
-                    c.bias.copy_(conv.bias[sl])
-                    b = nn.BatchNorm2d(CNN_FILTERS, momentum=bn.momentum, eps=bn.eps)
-                    b.weight.copy_(bn.weight[sl])
-                    b.bias.copy_(bn.bias[sl])
-                    b.running_mean.copy_(bn.running_mean[sl])
-                    b.running_var.copy_(bn.running_var[sl])
-                    b.num_batches_tracked.copy_(bn.num_batches_tracked)
-                    layers += [c, b, nn.LeakyReLU(LEAKY_SLOPE)]
-                    if net.dropout > 0:
-                        layers.append(nn.Dropout(net.dropout))
-                    cin = CNN_FILTERS
-                fc = nn.Linear(net.flat, HIDDEN)
-                fc.weight.copy_(net.fc_w[j].T)
-                fc.bias.copy_(net.fc_b[j])
-                o = nn.Linear(HIDDEN, 1)
-                o.weight.copy_(net.out_w[j].T)
-                o.bias.copy_(net.out_b[j])
-                layers += [nn.Flatten(), fc, nn.LeakyReLU(LEAKY_SLOPE), o]
-            else:
-                layers = []
-                for i, (w, b) in enumerate(zip(net.ws, net.bs)):
-                    lin = nn.Linear(w.shape[1], w.shape[2])
-                    lin.weight.copy_(w[j].T)
-                    lin.bias.copy_(b[j])
-                    layers.append(lin)
-                    if i < len(net.ws) - 1:
-                        layers.append(nn.LeakyReLU(LEAKY_SLOPE))
-                        if net.dropout > 0:
-                            layers.append(nn.Dropout(net.dropout))
-            seq = nn.Sequential(*layers)
-            seq.train(net.training)
-            out.append(seq.to(next(net.parameters()).device))
-    return out
-
-
-def segment_returns(ens: RewardEnsemble, obs: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
-    """Each member's summed raw reward of each segment, the returns the preference model compares:
-    obs (S, T, *obs_shape), actions (S, T, ...) or None -> (M, S)."""
-    s, t = obs.shape[:2]
-    flat_a = None if actions is None else actions.reshape((s * t,) + actions.shape[2:])
-    return ens.raw_rewards(obs.reshape((s * t,) + obs.shape[2:]), flat_a).reshape(ens.n_members, s, t).sum(axis=2)
-
-
-def member_probs(ens: RewardEnsemble, left_obs, left_actions, right_obs, right_actions) -> np.ndarray:
-    """Each member's P(left > right) for P pairs of segments: (M, P), computed on the frames."""
-    return bt_prob(segment_returns(ens, left_obs, left_actions), segment_returns(ens, right_obs, right_actions))
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -166,11 +96,30 @@ def test_atari_smoke_shapes_on_random_frames():
     obs = rng.integers(0, 256, size=(5,) + ATARI, dtype=np.uint8)
     r = ens.predict(obs)
     assert r.shape == (5,) and r.dtype == np.float32 and np.isfinite(r).all()
-    assert ens.predict_members(obs, np.zeros(5, dtype=np.int64)).shape == (3, 5)
+    # values, not only shapes: each member's raw output is its plain network's (eval mode), the
+    # normalised members are (raw - mean) / std * reward_std * weight, and r-hat is their mean
+    refs = reference_members(ens.net)
+    for ref in refs:
+        ref.eval()
+    with torch.no_grad():
+        plain = np.stack([ref(torch.from_numpy(obs)).squeeze(-1).double().numpy() for ref in refs])
+    np.testing.assert_allclose(ens.raw_rewards(obs), plain, rtol=1e-4, atol=1e-5)
+    members = ens.predict_members(obs, np.zeros(5, dtype=np.int64))
+    assert members.shape == (3, 5) and members.std(axis=1).min() > 0  # the members differ between frames
+    expect = (plain - ens.norm_mean[:, None]) / ens.norm_std[:, None] * (ens.reward_std * ens.norm_weight[:, None])
+    np.testing.assert_allclose(members, expect, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(r, members.mean(axis=0), rtol=1e-5, atol=1e-6)
     segs = np.stack([atari_segment(rng)[0] for _ in range(2)])
-    assert segment_returns(ens, segs).shape == (3, 2)
+    returns = segment_returns(ens, segs)
+    with torch.no_grad():  # each member's summed reward of each segment, the plain way
+        plain_returns = np.array([[ref(torch.from_numpy(seg)).sum().item() for seg in segs] for ref in refs])
+    assert returns.shape == (3, 2)
+    np.testing.assert_allclose(returns, plain_returns, rtol=1e-4, atol=1e-4)
     p = member_probs(ens, segs, None, segs[::-1], None)
     assert p.shape == (3, 2) and ((p > 0) & (p < 1)).all()
+    # Bradley-Terry on those returns, and P(a > b) + P(b > a) = 1 (the pairs are swapped)
+    np.testing.assert_allclose(p[:, 0], 1 / (1 + np.exp(-(plain_returns[:, 0] - plain_returns[:, 1]))), rtol=1e-4)
+    np.testing.assert_allclose(p[:, 0] + p[:, 1], 1.0, rtol=1e-6)
     m = ens.train(atari_dataset(), 2, np.random.default_rng(0))
     for k in ("train_loss", "val_loss", "val_accuracy", "l2", "train_loss_eval"):
         assert k in m

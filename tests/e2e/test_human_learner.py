@@ -16,11 +16,7 @@ Chromium is Debian's /usr/bin/chromium (never ``playwright install``); skipped w
 from __future__ import annotations
 
 import json
-import os
-import queue
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -33,27 +29,17 @@ from rlhp_core.label_store import LabelStore
 from rlhp_core.segments import ANSWER_MU
 from rlhp_core.cli import labeler_for
 from rlhp_core.train import Learner
-from test_human import assert_clips_play, browser, labeling, page, shown_id, wait_until  # noqa: F401 (fixtures)
+from tests.helpers.human import FINISHED, TINY, Training, assert_clips_play, empty_title, labeling, shown_id, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = "ALE/Enduro-v5"
-TINY = dict(env_id=ENV, algo="a2c", num_envs=4, label_budget=6, initial_labels=4, pretrain_epochs=1,
-            reward_update_every=200, log_every=400, checkpoint_every=100_000, progress=False)
-"""Enduro, 4 envs: the initial batch (4 pairs) after 400 steps, then (label schedule) a pair around
-the middle of the run and one at its end. Segments are 25 steps of real 210x160 RGB frames."""
-
-FINISHED = "The run has finished"
 
 
 @pytest.fixture(autouse=True)
 def _needs_ale():
     pytest.importorskip("ale_py")
-
-
-def empty_title(pg) -> str:
-    return pg.inner_text("#empty-title") if pg.eval_on_selector("body", "b => b.dataset.state") == "empty" else ""
 
 
 def answer_next(pg, key: str, previous: str, what: str, more: bool = True) -> str:
@@ -234,52 +220,6 @@ def test_person_labels_while_the_learner_trains(page, tmp_path):
 
 
 # -- 2. and 3. the one-command path -------------------------------------------------------------------
-class Training:
-    """``python -m rlhp_core.train`` as a subprocess; its stdout read line by line on a thread."""
-
-    def __init__(self, run_dir: Path, *args: str):
-        cmd = [sys.executable, "-m", "rlhp_core.train", "--run-dir", str(run_dir), "--port", "0", *args]
-        for key, value in TINY.items():
-            flag = "--" + key.replace("_", "-")
-            if flag not in args:
-                cmd += [flag, str(value).lower() if isinstance(value, bool) else str(value)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, "OMP_NUM_THREADS": "1"})
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stdout: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.stdout.append(line)
-            self.lines.put(line)
-
-    def url(self, timeout: float = 120) -> str:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                line = self.lines.get(timeout=0.5)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            if line.startswith("Label at: "):
-                return line.split(": ", 1)[1].strip()
-        raise AssertionError(f"no 'Label at:' line; stdout {self.stdout}, stderr {self.proc.stderr.read()}")
-
-    def finish(self, timeout: float = 180) -> dict:
-        try:
-            self.proc.wait(timeout=timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-        err = self.proc.stderr.read()
-        assert self.proc.returncode == 0, err
-        time.sleep(0.2)  # the reader thread takes the last lines
-        out = "".join(self.stdout)
-        return json.loads(out[out.index("\n{") + 1:])
-
-
 def test_one_command_human_run(page, tmp_path):
     run_dir = tmp_path / "cli"
     t0 = time.time()
