@@ -9,11 +9,12 @@ steps one per env and reads the odometer after every agent step into ``StepBatch
 Observations: bit-identical to ``native`` (checked on ale-py 0.12.1; other ale-py versions run
 other C++ code there), because this is a port of ale-py 0.12's ``PreprocessedEnv``
 (``src/ale/vector/preprocessed_env.cpp``) with the same settings as ``AtariVectorEnv`` in
-``envs.py``: ALE palette gray (``getScreenGrayscale``) of the last two frames of each agent
-step, max-pooled; 84x84 with OpenCV ``INTER_AREA``'s own arithmetic (:class:`_Cv2AreaResize`);
-blanking (``SCORE_REGIONS``), 4-frame stack zero-padded after reset; 0-29 no-ops at reset drawn
-from a ``std::mt19937`` seeded with the env's seed as libstdc++'s ``uniform_int_distribution``
-draws them (:class:`_NoopCount`); sticky actions inside ALE (same ``random_seed`` and call
+``atari_vec_env.py``: ALE palette gray (``getScreenGrayscale``) of the last two frames of each
+agent step, max-pooled; 84x84 with OpenCV ``INTER_AREA``'s own arithmetic
+(:class:`rlhp_core.atari_preprocessing._Cv2AreaResize`); blanking (``SCORE_REGIONS``), 4-frame
+stack zero-padded after reset; 0-29 no-ops at reset drawn from a ``std::mt19937`` seeded with the
+env's seed as libstdc++'s ``uniform_int_distribution`` draws them
+(:class:`rlhp_core.ale_env_group._NoopCount`); sticky actions inside ALE (same ``random_seed`` and call
 order, so the same repeats); no life-loss signal, no fire-on-reset, unclipped rewards, minimal
 action set; truncation at 108,000 frames. One inherited quirk is kept on purpose so the two
 stay identical: a step cut short by the episode's end captures no new frame after the cut, so
@@ -37,209 +38,41 @@ threads have less per-step overhead than a pipe round trip per worker. Making th
 ROM load (~0.1 s) in this process plus about 1 s to start the workers; a seeded reset loads
 every env's ROM (~0.1 s each, spread over the workers), as native's does.
 
-Enduro RAM (``getRAM()[i]`` is address ``0x80 + i``), found by recording RAM over 1,500
-always-accelerate steps and reading the odometer off the screen (digits on rows 165-171,
-8-pixel cells from column 64) and checked in ``tests/unit/test_ale_loop.py``:
-
-- odometer: the panel shows ``dddd`` and a rolling tenths digit; RAM holds it as BCD tenths
-  (``0xAA`` thousands in its low nibble, ``0xA9`` hundreds|tens, ``0xA8`` units|tenths) plus a
-  binary fraction byte ``0xA7`` in 1/256 of a tenth that carries into ``0xA8`` exactly when it
-  wraps. ``0xAA`` was found by setting the odometer to 999.9 (``setRAM``) and driving: it went
-  to 1 and the panel read ``1001``.
-- speed ``0x96``, binary: 0 at reset, 6 from the first frame of play (the race starts at
-  reset, ALE presses FIRE; braking or no-op never goes below 6), up to 74 seen while
-  accelerating (JAXAtari's notes on the ROM give 120 as the top). The fraction byte grows by
-  speed/2 per frame, so one agent step of 4 frames drives 2 x speed 1/2560-units.
-
-Progress = the odometer's increase over the agent step in odometer units (the panel's
-reading, whose last digit is tenths), to 1/2560: 12/2560 = 0.0047 per step at the minimum
-speed. The step that ends an episode counts up to its end; the reset starts a new baseline.
+Where the parts are: the per-env emulation (:mod:`rlhp_core.ale_env_group`), the RAM reading
+(:mod:`rlhp_core.ram_progress`, where Enduro's odometer addresses are documented), the resize
+and blanking (:mod:`rlhp_core.atari_preprocessing`); this module holds the worker processes and
+the :class:`VecEnv`.
 """
 
 from __future__ import annotations
 
-import math
 import multiprocessing as mp
 import pickle
 import signal
 import traceback
 import weakref
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
-import ale_py
 import gymnasium as gym
 import numpy as np
-from ale_py import roms
 
-from .envs import (
-    atari_info,
+from .ale_env_group import _EnvGroup
+from .atari_preprocessing import (
     ALE_MAX_FRAMES_PER_EPISODE,
-    BLANK_VALUE,
     FRAME_STACK,
-    NOOP_MAX,
     OBS_SIZE,
     RAW_HEIGHT,
     RAW_WIDTH,
-    StepBatch,
-    VecEnv,
     _atari_blanking,
+    atari_info,
 )
+from .ram_progress import PROGRESS_MEASURES
+from .vec_env import StepBatch, VecEnv
 
-__all__ = ["AleLoopVecEnv", "PROGRESS_MEASURES", "enduro_odometer"]
-
-# ----------------------------------------------------------------------------------------
-# Enduro RAM: indices into ALEInterface.getRAM() (address - 0x80)
-# ----------------------------------------------------------------------------------------
-
-ENDURO_ODOMETER_FRACTION = 0xA7 - 0x80
-"""Binary, 1/256 of a tenth; grows by speed/2 per frame and carries into the tenths digit when it wraps."""
-ENDURO_ODOMETER_UNITS_TENTHS = 0xA8 - 0x80
-"""BCD: units digit (high nibble), tenths digit (low nibble)."""
-ENDURO_ODOMETER_HUNDREDS_TENS = 0xA9 - 0x80
-"""BCD: hundreds digit (high nibble), tens digit (low nibble)."""
-ENDURO_ODOMETER_THOUSANDS = 0xAA - 0x80
-"""BCD: thousands digit (low nibble; the high nibble would be ten-thousands, which the panel never draws)."""
-ENDURO_SPEED = 0x96 - 0x80
-"""Binary speed: 0 at reset, 6 (the minimum) from the first frame of play, up."""
-ODOMETER_FINE_PER_UNIT = 2560
-"""Odometer fine counts (the fraction byte's units) per odometer unit: 256 per tenth."""
-
-
-def _bcd(b: np.ndarray) -> np.ndarray:
-    b = b.astype(np.int64)
-    return (b >> 4) * 10 + (b & 15)
-
-
-def enduro_odometer(ram: np.ndarray) -> np.ndarray:
-    """(N, 128) uint8 RAM -> (N,) int64 odometer in fine counts (1/2560 of the panel's unit)."""
-    tenths = (
-        _bcd(ram[:, ENDURO_ODOMETER_THOUSANDS]) * 10_000
-        + _bcd(ram[:, ENDURO_ODOMETER_HUNDREDS_TENS]) * 100
-        + _bcd(ram[:, ENDURO_ODOMETER_UNITS_TENTHS])
-    )
-    return tenths * 256 + ram[:, ENDURO_ODOMETER_FRACTION]
-
-
-@dataclass(frozen=True)
-class ProgressMeasure:
-    """A game's driving-progress reading from RAM (what ``StepBatch.progress`` differences)."""
-
-    name: str
-    """``VecEnv.progress_name``."""
-    read: Callable[[np.ndarray], np.ndarray]
-    """(N, 128) uint8 RAM -> (N,) int64 counter that only grows during an episode."""
-    per_unit: int
-    """Counter counts per progress unit."""
-    description: str
-    """For ``info``: what is read, from where, in which unit."""
-
-
-PROGRESS_MEASURES: dict[str, ProgressMeasure] = {
-    "enduro": ProgressMeasure(
-        name="distance",
-        read=enduro_odometer,
-        per_unit=ODOMETER_FINE_PER_UNIT,
-        description=(
-            "Enduro odometer increase per agent step, in odometer units (the panel's reading, last "
-            "digit tenths; 0.0047 per step at the minimum speed): RAM 0xAA (BCD thousands), 0xA9 "
-            "(BCD hundreds|tens), 0xA8 (BCD units|tenths), 0xA7 (binary 1/256 of a tenth); speed at 0x96"
-        ),
-    ),
-}
-"""Games with a progress measure; every other game gets ``progress=None``."""
+__all__ = ["AleLoopVecEnv"]
 
 # ----------------------------------------------------------------------------------------
-# Pieces that reproduce ALE's native preprocessing
-# ----------------------------------------------------------------------------------------
-
-
-def _cv2_area_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """(taps, n_out) source indices and float32 weights of OpenCV's ``computeResizeAreaTab``.
-
-    Same tap order and float32 weights as OpenCV (the 1e-3 cut-offs included), so summing them
-    in order in float32 gives OpenCV's result bit for bit; missing taps get weight 0 (adding
-    +0.0 changes no float). Only the non-integer-scale path, which 210->84 and 160->84 take.
-    """
-    scale = 1.0 / (n_out / n_in)  # as cv::resize computes it
-    per_out = []
-    for d in range(n_out):
-        f1 = d * scale
-        f2 = f1 + scale
-        cell = min(scale, n_in - f1)
-        s2 = min(math.floor(f2), n_in - 1)
-        s1 = min(math.ceil(f1), s2)
-        taps = []
-        if s1 - f1 > 1e-3:
-            taps.append((s1 - 1, (s1 - f1) / cell))
-        taps += [(s, 1.0 / cell) for s in range(s1, s2)]
-        if f2 - s2 > 1e-3:
-            taps.append((s2, min(f2 - s2, 1.0, cell) / cell))
-        per_out.append(taps)
-    n_taps = max(len(t) for t in per_out)
-    index = np.zeros((n_taps, n_out), dtype=np.intp)
-    weight = np.zeros((n_taps, n_out), dtype=np.float32)
-    for d, taps in enumerate(per_out):
-        index[:, d] = taps[-1][0]
-        for k, (s, w) in enumerate(taps):
-            index[k, d] = s
-            weight[k, d] = np.float32(w)
-    return index, weight
-
-
-class _Cv2AreaResize:
-    """uint8 gray (n, 210, 160) -> (n, 84, 84) exactly as ``cv2.resize(..., INTER_AREA)``.
-
-    ALE's native backend resizes with OpenCV, which is not installed here: OpenCV sums each
-    source row's taps in float32 (columns), then the rows' weighted sums in float32, then
-    rounds half to even. Doing the same float32 operations in the same order in numpy gives
-    the same bytes (checked on Enduro, Pong and MsPacman: 0 of 4.2M pixels differ). Numpy
-    ufuncs and gathers only: no BLAS, whose threads would fight the learner for the CPU.
-    """
-
-    def __init__(self):
-        self.col_index, self.col_weight = _cv2_area_taps(RAW_WIDTH, OBS_SIZE)
-        self.row_index, self.row_weight = _cv2_area_taps(RAW_HEIGHT, OBS_SIZE)
-        self.row_weight = self.row_weight[:, :, None]
-
-    def __call__(self, gray: np.ndarray) -> np.ndarray:
-        cols = np.take(gray, self.col_index[0], axis=2) * self.col_weight[0]
-        for t in range(1, len(self.col_index)):
-            cols += np.take(gray, self.col_index[t], axis=2) * self.col_weight[t]
-        out = np.take(cols, self.row_index[0], axis=1) * self.row_weight[0]
-        for t in range(1, len(self.row_index)):
-            out += np.take(cols, self.row_index[t], axis=1) * self.row_weight[t]
-        return np.rint(out, out=out).astype(np.uint8)
-
-
-class _NoopCount:
-    """Reset no-op counts as native draws them: ``std::uniform_int_distribution<int>(0, n - 1)``
-    over a ``std::mt19937`` seeded with the env's seed.
-
-    numpy's legacy ``RandomState(seed)`` is the same Mersenne Twister with the same integer
-    seeding, and a full-range uint32 draw returns its raw output. libstdc++ since GCC 11 maps
-    it to [0, n) by Lemire's multiply-and-shift with rejection (older libstdc++ divides and
-    rejects, which gives the same count but for about one draw in 10^7 when n = 30). The counts
-    matter (a wrong one shifts the first frames) and match native's on every reset tested.
-    """
-
-    def __init__(self, n: int):
-        self.n = n
-        self.threshold = (2**32 - n) % n
-        self.mt = np.random.RandomState(0)
-
-    def seed(self, seed: int) -> None:
-        self.mt = np.random.RandomState(seed)
-
-    def draw(self) -> int:
-        while True:
-            product = int(self.mt.randint(0, 2**32, dtype=np.uint32)) * self.n
-            if (product & 0xFFFFFFFF) >= self.threshold:
-                return product >> 32
-
-
-# ----------------------------------------------------------------------------------------
-# The per-env loop over a slice of the envs (in this process or in a worker)
+# Shared memory between this process and the env groups; the worker processes
 # ----------------------------------------------------------------------------------------
 
 
@@ -276,161 +109,6 @@ def _views(buffer, specs: dict) -> dict[str, np.ndarray]:
         name: flat[offsets[name] : offsets[name] + int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
         for name, (shape, dtype) in specs.items()
     }
-
-
-class _EnvGroup:
-    """Envs ``lo..hi-1`` of the batch: one ALEInterface each, stepped as native's PreprocessedEnv.
-
-    Reads ``out["actions"][lo:hi]``; writes each env's newest blanked 84x84 frame (``obs``; the
-    new episode's first where one ended), the ended episode's last (``final``), reward, ends,
-    progress and RGB frames into ``out[...][lo:hi]``. The main process stacks the frames.
-    """
-
-    def __init__(self, game: str, lo: int, hi: int, out: dict[str, np.ndarray], *, sticky_actions: float,
-                 frameskip: int, max_frames: int, blank_mask: np.ndarray):
-        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
-        self.rom = roms.get_rom_path(game)
-        if self.rom is None:
-            raise ValueError(f"no ALE ROM named {game!r} (ROM names are snake_case, e.g. 'enduro', 'ms_pacman')")
-        self.lo = lo
-        n = hi - lo
-        self.ales = []
-        for _ in range(n):
-            ale = ale_py.ALEInterface()
-            ale.setFloat("repeat_action_probability", float(sticky_actions))
-            self.ales.append(ale)
-        # The ROM is (re)loaded by every seeded reset, as native does; only one load here, for the action set.
-        self.ales[0].loadROM(self.rom)
-        self.action_set = self.ales[0].getMinimalActionSet()
-        self.frameskip = frameskip
-        self.max_frames = max_frames
-        self.blank_mask = blank_mask
-        self.blank_any = bool(blank_mask.any())
-        self.resize = _Cv2AreaResize()
-        self.out = {k: v[lo:hi] for k, v in out.items()}
-        self.measure = PROGRESS_MEASURES.get(game) if "progress" in out else None
-        self.keep_frames = "frames" in out
-        # Native keeps two raw frames per env: [1] the second-to-last frame of the step, [0] the
-        # last, which after pooling holds the pooled frame (the stale input of a cut-short step).
-        self.gray = np.zeros((n, 2, RAW_HEIGHT, RAW_WIDTH), dtype=np.uint8)
-        self.rgb = np.zeros((n, 2, RAW_HEIGHT, RAW_WIDTH, 3), dtype=np.uint8) if self.keep_frames else None
-        self.ram = np.zeros((n, 128), dtype=np.uint8)
-        self.odometer = np.zeros(n, dtype=np.int64)
-        self.elapsed = [0] * n
-        self.noops = [_NoopCount(NOOP_MAX) for _ in range(n)]
-
-    def action_names(self) -> list[str]:
-        return [a.name for a in self.action_set]
-
-    # -- pieces --------------------------------------------------------------------------------
-    def _capture(self, j: int, slot: int) -> None:
-        self.ales[j].getScreenGrayscale(self.gray[j, slot])
-        if self.keep_frames:
-            self.ales[j].getScreenRGB(self.rgb[j, slot])
-
-    def _start_episode(self, j: int) -> None:
-        """ALE reset, 0..NOOP_MAX-1 no-ops, first frame into slot 0 and zeros into slot 1."""
-        ale = self.ales[j]
-        ale.reset_game()
-        for _ in range(self.noops[j].draw()):
-            ale.act(ale_py.Action.NOOP)
-            if ale.game_over():
-                ale.reset_game()
-        self._capture(j, 0)
-        self.gray[j, 1] = 0
-        if self.keep_frames:
-            self.rgb[j, 1] = 0
-        self.elapsed[j] = 0
-
-    def _frames_out(self, idx: np.ndarray | slice) -> None:
-        """Pool and preprocess the envs ``idx`` into ``out["obs"]`` (and their RGB into ``out["frames"]``)."""
-        gray = self.gray[idx]
-        pooled = np.maximum(gray[:, 0], gray[:, 1])
-        self.gray[idx, 0] = pooled
-        obs = self.resize(pooled)
-        if self.blank_any:
-            obs[:, self.blank_mask] = BLANK_VALUE
-        self.out["obs"][idx] = obs
-        if self.keep_frames:
-            rgb = self.rgb[idx]
-            pooled_rgb = np.maximum(rgb[:, 0], rgb[:, 1])
-            self.rgb[idx, 0] = pooled_rgb
-            self.out["frames"][idx] = pooled_rgb
-
-    def _read_odometer(self, idx: Sequence[int]) -> np.ndarray:
-        for j in idx:
-            self.ales[j].getRAM(self.ram[j])
-        return self.measure.read(self.ram[list(idx)])
-
-    # -- commands --------------------------------------------------------------------------------
-    def reset(self, seed: int) -> None:
-        """Env ``lo + j`` gets seed ``seed + lo + j``: ALE's random_seed (sticky actions), no-op RNG, ROM reload."""
-        for j, ale in enumerate(self.ales):
-            s = seed + self.lo + j
-            ale.setInt("random_seed", s)
-            self.noops[j].seed(s)
-            ale.loadROM(self.rom)
-            self._start_episode(j)
-        self._frames_out(slice(None))
-        if self.measure is not None:
-            self.odometer[:] = self._read_odometer(range(len(self.ales)))
-
-    def get_state(self) -> list[dict]:
-        """Per env: the emulator with its random generator (sticky actions), the no-op generator,
-        the two raw frames native keeps, the odometer reading and the frames elapsed."""
-        return [{"ale": ale.cloneState(include_rng=True), "noops": self.noops[j].mt.get_state(),
-                 "gray": self.gray[j].copy(), "rgb": None if self.rgb is None else self.rgb[j].copy(),
-                 "odometer": int(self.odometer[j]), "elapsed": self.elapsed[j]}
-                for j, ale in enumerate(self.ales)]
-
-    def set_state(self, states: list[dict]) -> None:
-        if len(states) != len(self.ales):
-            raise ValueError(f"env state for {len(states)} envs given to a group of {len(self.ales)}")
-        if any((st["rgb"] is None) != (self.rgb is None) for st in states):
-            raise ValueError("env state was saved with keep_frames different from this env's")
-        for j, (ale, st) in enumerate(zip(self.ales, states)):
-            ale.loadROM(self.rom)
-            ale.restoreState(st["ale"])
-            self.noops[j].mt.set_state(st["noops"])
-            self.gray[j] = st["gray"]
-            if self.rgb is not None:
-                self.rgb[j] = st["rgb"]
-            self.odometer[j] = st["odometer"]
-            self.elapsed[j] = st["elapsed"]
-
-    def step(self) -> None:
-        actions = self.out["actions"]
-        reward, terminated, truncated = self.out["reward"], self.out["terminated"], self.out["truncated"]
-        for j, ale in enumerate(self.ales):
-            action = self.action_set[actions[j]]
-            total = 0
-            over = False
-            elapsed = self.elapsed[j]
-            for skip in range(self.frameskip, 0, -1):
-                total += ale.act(action)
-                elapsed += 1
-                over = ale.game_over()
-                if over or elapsed >= self.max_frames:
-                    break
-                if skip <= 2:
-                    self._capture(j, skip - 1)
-            self.elapsed[j] = elapsed
-            reward[j] = total
-            terminated[j] = over
-            truncated[j] = not over and elapsed >= self.max_frames
-        self._frames_out(slice(None))
-        if self.measure is not None:
-            reading = self._read_odometer(range(len(self.ales)))
-            self.out["progress"][:] = (reading - self.odometer) / self.measure.per_unit
-            self.odometer[:] = reading
-        ended = np.flatnonzero(terminated | truncated)
-        if ended.size:
-            self.out["final"][ended] = self.out["obs"][ended]
-            for j in ended:
-                self._start_episode(j)
-            self._frames_out(ended)
-            if self.measure is not None:
-                self.odometer[ended] = self._read_odometer(ended)
 
 
 def _worker(conn, buffer, specs: dict, group_args: tuple, group_kwargs: dict) -> None:

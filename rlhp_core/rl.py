@@ -19,10 +19,10 @@ References:
   RMSProp is TensorFlow's (eps inside the square root, mean square initialised to 1), which the
   paper's numbers were tuned with; torch's RMSprop behaves differently at eps 1e-5.
 - PPO: Schulman et al. 2017, as in CleanRL ``ppo_atari.py`` / ``ppo_continuous_action.py``.
-- Networks: Nature-CNN (Mnih et al. 2015) shared trunk for uint8 image stacks, orthogonal init
-  as baselines; two 64-unit tanh MLPs (separate actor and critic) for vector observations, as
-  CleanRL. Categorical policy for ``Discrete``, diagonal Gaussian with a state-independent
-  log-std for ``Box`` (the unclipped sample is returned; the env layer clips).
+
+Elsewhere: the settings and their per-network defaults in :mod:`rlhp_core.rl_settings`; the
+networks (Nature-CNN, MLP) and action distributions in :mod:`rlhp_core.policies`; TensorFlow's
+RMSProp in :mod:`rlhp_core.rmsprop_tf`.
 
 Determinism: network init, action sampling and PPO's minibatch shuffling each use their own
 generator seeded from ``seed`` (the global torch RNG is neither used nor disturbed), so the same
@@ -33,7 +33,6 @@ networks, optimizer, step counter (lr schedule) and generator states.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,109 +44,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ALGOS
-
-POLICIES = ("auto", "cnn", "mlp")
+from .policies import MLPActorCritic, NatureCNN, Policy
+from .rl_settings import POLICIES, RLSettings, resolve_settings
+from .rmsprop_tf import RMSpropTF
 
 
 # =================================================================================================
-# Settings and rollout
+# Rollout
 # =================================================================================================
-@dataclass(kw_only=True)
-class RLSettings:
-    """Hyperparameters of A2C and PPO. ``None`` fields are resolved per algorithm and network by
-    :func:`resolve_settings` (``make_algo`` does it; the resolved copy is ``algo.settings``)."""
-
-    lr: float
-    """Initial learning rate (decayed linearly to 0 over ``total_steps`` agent steps when ``anneal_lr``)."""
-    n_steps: int
-    """Rollout length per env per update (paper A2C: 5; PPO Atari: 128)."""
-    num_envs: int
-    """Parallel envs N; every rollout must have N columns."""
-    total_steps: int
-    """Agent steps (summed over envs) at which the linear lr decay reaches 0: the lr horizon. The learner
-    passes ``TrainConfig.lr_horizon`` (10M on Atari, the reference runs' length), not its run's length."""
-    gamma: float = 0.99
-    """Discount factor."""
-    ent_coef: float = 0.01
-    """Entropy bonus coefficient (paper: 0.01)."""
-    vf_coef: float = 0.5
-    """Value-loss coefficient."""
-    max_grad_norm: float = 0.5
-    """Global gradient-norm clip."""
-    anneal_lr: bool = True
-    """Decay the lr linearly from ``lr`` to 0 at ``total_steps`` (stays 0 afterwards)."""
-    gae_lambda: float | None = None
-    """GAE lambda. None: 1.0 for A2C (plain n-step returns, as baselines), 0.95 for PPO."""
-    policy: str = "auto"
-    """'cnn' (Nature-CNN), 'mlp', or 'auto': cnn for uint8 (C, H, W) observations, mlp otherwise."""
-    mlp_hidden: int = 64
-    """Width of each of the two tanh layers of the MLP actor and critic."""
-    init_log_std: float = 0.0
-    """Initial log standard deviation of the Gaussian policy (Box actions)."""
-
-    # --- A2C -------------------------------------------------------------------------------------
-    rms_alpha: float = 0.99
-    """RMSProp decay (paper / baselines: 0.99)."""
-    rms_eps: float = 1e-5
-    """RMSProp epsilon (paper / baselines: 1e-5)."""
-    rms_tf_like: bool | None = None
-    """True: TensorFlow's RMSProp as in baselines (eps inside the sqrt, mean square starts at 1), what
-    the paper's Atari settings were tuned with; False: torch.optim.RMSprop (SB3's default), which
-    takes much larger steps at eps 1e-5. None: True for the CNN (Atari), False for the MLP (on
-    CartPole TF-style A2C at lr 7e-4 needs ~3x the steps)."""
-
-    # --- PPO -------------------------------------------------------------------------------------
-    clip_coef: float | None = None
-    """Surrogate (and value) clip range. None: 0.1 for the CNN (Atari), 0.2 for the MLP."""
-    update_epochs: int | None = None
-    """Passes over each rollout. None: 4 for the CNN (Atari), 10 for the MLP (CleanRL continuous / SB3)."""
-    num_minibatches: int | None = None
-    """Minibatches per epoch. None: 4 for the CNN (Atari), 32 for the MLP."""
-    norm_adv: bool = True
-    """Normalise advantages per minibatch."""
-    clip_vloss: bool | None = None
-    """Clip the value loss around the rollout's values by ``clip_coef`` (CleanRL / baselines ppo2).
-    None: True for the CNN (Atari rewards are small: r̂ std 0.05 or clipped), False for the MLP
-    (SB3's default): with unnormalised returns of size ~100 the clip lets V move only ~0.2 per
-    update (Pendulum: -1000 instead of -220 after 100k steps)."""
-    target_kl: float | None = None
-    """Stop the epochs of an update early once approx KL exceeds this (None: never)."""
-    adam_eps: float = 1e-5
-    """Adam epsilon (CleanRL / baselines ppo2)."""
-
-
-def resolve_settings(name: str, settings: RLSettings, policy: str) -> RLSettings:
-    """Fill the ``None`` defaults of ``settings`` for algorithm ``name`` and network ``policy``
-    ('cnn' or 'mlp'), and validate. Returns a new object; raises ValueError naming the bad value."""
-    s = dataclasses.replace(settings)
-    cnn = policy == "cnn"
-    if s.gae_lambda is None:
-        s.gae_lambda = 1.0 if name == "a2c" else 0.95
-    if s.clip_coef is None:
-        s.clip_coef = 0.1 if cnn else 0.2
-    if s.update_epochs is None:
-        s.update_epochs = 4 if cnn else 10
-    if s.num_minibatches is None:
-        s.num_minibatches = 4 if cnn else 32
-    if s.rms_tf_like is None:
-        s.rms_tf_like = cnn
-    if s.clip_vloss is None:
-        s.clip_vloss = cnn
-    for key in ("n_steps", "num_envs", "total_steps", "update_epochs", "num_minibatches", "mlp_hidden"):
-        if getattr(s, key) < 1:
-            raise ValueError(f"{key} must be >= 1, got {getattr(s, key)}")
-    for key in ("lr", "max_grad_norm", "rms_eps", "adam_eps", "clip_coef"):
-        if not getattr(s, key) > 0:
-            raise ValueError(f"{key} must be > 0, got {getattr(s, key)}")
-    for key in ("gamma", "gae_lambda", "rms_alpha"):
-        if not 0.0 <= getattr(s, key) <= 1.0:
-            raise ValueError(f"{key} must be in [0, 1], got {getattr(s, key)}")
-    for key in ("ent_coef", "vf_coef"):
-        if getattr(s, key) < 0:
-            raise ValueError(f"{key} must be >= 0, got {getattr(s, key)}")
-    return s
-
-
 @dataclass
 class Rollout:
     """``n_steps`` x ``num_envs`` transitions, time-major. Built by the learner loop."""
@@ -169,140 +73,6 @@ class Rollout:
     """(N, *obs_shape) the observation after the last step (for the bootstrap value)."""
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     """What act() returned, stacked to (T, N): 'values' and 'logprobs'."""
-
-
-# =================================================================================================
-# Networks
-# =================================================================================================
-def _layer_init(layer: nn.Module, gain: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
-    nn.init.orthogonal_(layer.weight, gain)
-    nn.init.constant_(layer.bias, bias)
-    return layer
-
-
-class NatureCNN(nn.Module):
-    """Mnih et al. 2015 trunk (32 8x8/4, 64 4x4/2, 64 3x3/1, dense 512, ReLU) shared by a policy
-    head (gain 0.01) and a value head (gain 1), orthogonal init as OpenAI baselines.
-    Input (B, C, H, W); uint8 input is scaled by 1/255 on the fly."""
-
-    def __init__(self, obs_shape: tuple[int, ...], obs_dtype: np.dtype, n_out: int):
-        super().__init__()
-        c = obs_shape[0]
-        self.scale = 1.0 / 255.0 if obs_dtype == np.uint8 else 1.0
-        self.convs = nn.Sequential(
-            _layer_init(nn.Conv2d(c, 32, 8, stride=4)), nn.ReLU(),
-            _layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
-            _layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
-            nn.Flatten(),
-        )
-        with torch.no_grad():
-            n_flat = self.convs(torch.zeros(1, *obs_shape)).shape[1]
-        self.fc = nn.Sequential(_layer_init(nn.Linear(n_flat, 512)), nn.ReLU())
-        self.pi = _layer_init(nn.Linear(512, n_out), gain=0.01)
-        self.v = _layer_init(nn.Linear(512, 1), gain=1.0)
-
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = obs.to(torch.float32)
-        if self.scale != 1.0:  # uint8 input: .to() made a fresh tensor, scale it in place
-            x = x.mul_(self.scale)
-        h = self.fc(self.convs(x))
-        return self.pi(h), self.v(h).squeeze(-1)
-
-
-class MLPActorCritic(nn.Module):
-    """Separate actor and critic, each two tanh layers, orthogonal init as CleanRL
-    (hidden gain sqrt 2, actor output 0.01, critic output 1). Observations are flattened."""
-
-    def __init__(self, obs_dim: int, n_out: int, hidden: int = 64):
-        super().__init__()
-
-        def mlp(out: int, gain: float) -> nn.Sequential:
-            return nn.Sequential(
-                _layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
-                _layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
-                _layer_init(nn.Linear(hidden, out), gain=gain),
-            )
-
-        self.actor = mlp(n_out, 0.01)
-        self.critic = mlp(1, 1.0)
-
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = obs.reshape(obs.shape[0], -1).to(torch.float32)
-        return self.actor(x), self.critic(x).squeeze(-1)
-
-
-class Policy(nn.Module):
-    """A network plus the action distribution: Categorical over logits (Discrete) or a diagonal
-    Gaussian with a state-independent, learned log-std (Box). Sampling takes an explicit generator."""
-
-    def __init__(self, body: nn.Module, continuous: bool, act_dim: int, init_log_std: float):
-        super().__init__()
-        self.body = body
-        self.continuous = continuous
-        if continuous:
-            self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
-
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(policy output: logits or Gaussian mean, value)."""
-        return self.body(obs)
-
-    def sample(self, out: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sampled action and its log-probability."""
-        if self.continuous:
-            noise = torch.randn(out.shape, generator=gen, device=out.device, dtype=out.dtype)
-            std = self.log_std.exp()
-            action = out + std * noise
-            logp = (-0.5 * noise.square() - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-            return action, logp
-        logp_all = F.log_softmax(out, dim=-1)
-        u = torch.rand(out.shape, generator=gen, device=out.device, dtype=out.dtype)
-        gumbel = -torch.log(-torch.log(u.clamp_(min=1e-20)))  # Gumbel-max trick: exact sampling
-        action = torch.argmax(logp_all + gumbel, dim=-1)
-        return action, logp_all.gather(-1, action.unsqueeze(-1)).squeeze(-1)
-
-    def mode(self, out: torch.Tensor) -> torch.Tensor:
-        return out if self.continuous else torch.argmax(out, dim=-1)
-
-    def log_prob_entropy(self, out: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.continuous:
-            z = (actions - out) * torch.exp(-self.log_std)
-            logp = (-0.5 * z.square() - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-            ent = (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum().expand(out.shape[0])
-            return logp, ent
-        logp_all = F.log_softmax(out, dim=-1)
-        logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-        ent = -(logp_all.exp() * logp_all).sum(-1)
-        return logp, ent
-
-
-# =================================================================================================
-# TensorFlow-style RMSProp (what baselines' A2C, and so the paper, used)
-# =================================================================================================
-class RMSpropTF(torch.optim.Optimizer):
-    """RMSProp as TensorFlow 1's ``RMSPropOptimizer``: ms = alpha*ms + (1-alpha)*g^2 with ms
-    initialised to 1, update lr * g / sqrt(ms + eps). No momentum, not centred."""
-
-    def __init__(self, params, lr: float, alpha: float = 0.99, eps: float = 1e-5):
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps))
-
-    @torch.no_grad()
-    def step(self, closure=None):  # noqa: D102
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["square_avg"] = torch.ones_like(p)
-                sq = state["square_avg"]
-                sq.mul_(alpha).addcmul_(p.grad, p.grad, value=1 - alpha)
-                p.addcdiv_(p.grad, (sq + eps).sqrt_(), value=-lr)
-        return loss
 
 
 # =================================================================================================

@@ -33,7 +33,8 @@ from .episode_stats import EpisodeStats
 from .labeler import LabelerFactory
 from .recording import METRIC_KEYS, OnMetrics, RunRecorder
 from .reward_source import LearnedReward, RewardSource, TrueReward
-from .rl import Rollout, RLSettings, make_algo
+from .rl import Rollout, make_algo
+from .rl_settings import RLSettings
 from .run_lock import RunLock
 
 

@@ -31,9 +31,11 @@ import torch
 
 from .checkpoint import load_latest, read_checkpoint
 from .config import TrainConfig, resolve
-from .envs import VecEnv, make_vec_env
+from .envs import make_vec_env
 from .reward import RewardEnsemble
-from .rl import RLSettings, make_algo
+from .rl import make_algo
+from .rl_settings import RLSettings
+from .vec_env import VecEnv
 
 __all__ = ["RunEnv", "RunError", "TrainedPolicy", "load_policy", "load_reward_model", "make_env", "make_vec_env_for",
            "read_config", "real_time_fps"]

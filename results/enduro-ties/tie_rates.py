@@ -51,7 +51,7 @@ POLICIES = {
     "accelerate+steer": ("FIRE", "LEFTFIRE", "RIGHTFIRE"),
 }
 TIES = ("equal", "coin", "skip")
-MIN_SPEED_STEP = 12 / 2560  # odometer units one agent step drives at Enduro's minimum speed (rlhp_core/ale_loop.py)
+MIN_SPEED_STEP = 12 / 2560  # odometer units one agent step drives at Enduro's minimum speed (rlhp_core/ram_progress.py)
 
 
 def record_stream(policy: str, steps: int, seed: int) -> dict[str, np.ndarray | float]:

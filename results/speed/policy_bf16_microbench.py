@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from rlhp_core.rl import NatureCNN  # noqa: E402
+from rlhp_core.policies import NatureCNN  # noqa: E402
 
 FRAMES = 80  # one A2C update: 16 envs x 5 steps
 

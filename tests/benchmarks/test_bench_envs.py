@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from rlhp_core.envs import _default_threads, make_vec_env
+from rlhp_core.atari_vec_env import _default_threads
+from rlhp_core.envs import make_vec_env
 
 torch.set_num_threads(1)
 

@@ -47,7 +47,7 @@ if __name__ == "__main__":  # run as a script from the repo root
 
 from rlhp_core.allocator import active_allocator  # noqa: E402
 from rlhp_core.config import TrainConfig  # noqa: E402
-from rlhp_core.envs import _default_threads  # noqa: E402
+from rlhp_core.atari_vec_env import _default_threads  # noqa: E402
 from rlhp_core.cli import labeler_for  # noqa: E402
 from rlhp_core.reward_source import LearnedReward  # noqa: E402
 from rlhp_core.train import Learner  # noqa: E402

@@ -30,7 +30,8 @@ from rlhp_core.evaluate import (
 )
 from rlhp_core.reward import RewardEnsemble
 from rlhp_core.reward_wrapper import LearnedRewardWrapper
-from rlhp_core.rl import RLSettings, Rollout, make_algo
+from rlhp_core.rl import Rollout, make_algo
+from rlhp_core.rl_settings import RLSettings
 from rlhp_core.cli import train
 from rlhp_core.trained import (
     RunError,

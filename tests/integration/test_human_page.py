@@ -28,7 +28,8 @@ import pytest
 from oracles.human import HumanLabeler, check_goal
 from oracles.human.__main__ import main as serve_main
 from oracles.human.server import LabelServer
-from rlhp_core.envs import GymVecEnv, make_vec_env
+from rlhp_core.envs import make_vec_env
+from rlhp_core.gym_vec_env import GymVecEnv
 from rlhp_core.label_store import LabelStore
 from rlhp_core.segments import Query, Segment
 from tests.helpers.human import (ROOT, api, assert_clips_play, base_url, labeling, make_queries, shown_id,

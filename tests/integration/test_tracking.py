@@ -52,7 +52,8 @@ def fake_training(cfg, *, on_metrics=None, should_stop=None, labeler=None, crash
 
     from rlhp_core.checkpoint import save_checkpoint
     from rlhp_core.config import resolve, save_config
-    from rlhp_core.rl import RLSettings, make_algo
+    from rlhp_core.rl import make_algo
+    from rlhp_core.rl_settings import RLSettings
 
     cfg = resolve(cfg)
     run = Path(cfg.run_dir)
@@ -228,7 +229,8 @@ def test_sweep_trials_log_a_model_a_user_can_load(sweep, tmp_path):
     import numpy as np
 
     from rlhp_core.checkpoint import load_latest
-    from rlhp_core.rl import RLSettings, make_algo
+    from rlhp_core.rl import make_algo
+    from rlhp_core.rl_settings import RLSettings
 
     algo = make_algo(policy["algo"], (4,), np.float32, gym.spaces.Discrete(2), RLSettings(**policy["settings"]),
                      "cpu", 0)

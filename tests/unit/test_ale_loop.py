@@ -1,5 +1,6 @@
-"""rlhp_core.ale_loop: the same observations as the native backend, Enduro's odometer read from RAM
-(checked against the digits on the screen), progress, episode ends, worker processes, errors."""
+"""rlhp_core.ale_loop (with ale_env_group and ram_progress): the same observations as the native
+backend, Enduro's odometer read from RAM (checked against the digits on the screen), progress,
+episode ends, worker processes, errors."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ import ale_py
 import numpy as np
 import pytest
 
-from rlhp_core.ale_loop import (
+from rlhp_core.ale_loop import AleLoopVecEnv
+from rlhp_core.atari_preprocessing import BLANK_VALUE
+from rlhp_core.envs import make_vec_env
+from rlhp_core.ram_progress import (
     ENDURO_ODOMETER_FRACTION,
     ENDURO_ODOMETER_HUNDREDS_TENS,
     ENDURO_ODOMETER_UNITS_TENTHS,
     ENDURO_SPEED,
     ODOMETER_FINE_PER_UNIT,
-    AleLoopVecEnv,
     enduro_odometer,
 )
-from rlhp_core.envs import BLANK_VALUE, make_vec_env
 
 ENDURO = "ALE/Enduro-v5"
 MIN_SPEED_PROGRESS = 12 / ODOMETER_FINE_PER_UNIT

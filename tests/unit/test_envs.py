@@ -1,4 +1,4 @@
-"""rlhp_core.envs: shapes, seeding, score blanking, SAME_STEP episode ends, errors."""
+"""rlhp_core.envs and the backends it builds: shapes, seeding, score blanking, SAME_STEP episode ends, errors."""
 
 from __future__ import annotations
 
@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from rlhp_core.envs import (
-    BLANK_VALUE,
-    SCORE_REGIONS,
-    StepBatch,
-    _AtariPreprocessor,
-    episode_step_limit,
-    make_vec_env,
-)
+from rlhp_core.atari_preprocessing import BLANK_VALUE, SCORE_REGIONS, _AtariPreprocessor
+from rlhp_core.envs import episode_step_limit, make_vec_env
+from rlhp_core.vec_env import StepBatch
 
 torch.set_num_threads(1)
 

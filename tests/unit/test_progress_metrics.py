@@ -112,7 +112,8 @@ def test_a_short_run_is_the_start_of_the_long_one():
     """The lr in force after k updates is the same in a 1M-step run and in a 10M-step run."""
     import gymnasium as gym
 
-    from rlhp_core.rl import RLSettings, Rollout, make_algo
+    from rlhp_core.rl import Rollout, make_algo
+    from rlhp_core.rl_settings import RLSettings
 
     def lrs(total_steps, schedule="linear"):
         cfg = resolve(TrainConfig(env_id="ALE/Enduro-v5", algo="a2c", total_steps=total_steps, lr_schedule=schedule))

@@ -1,5 +1,5 @@
-"""RL algorithms (rlhp_core.rl): learning against a random baseline, determinism, save/load,
-network shapes and input validation.
+"""RL algorithms (rlhp_core.rl, rl_settings, policies): learning against a random baseline,
+determinism, save/load, network shapes and input validation.
 
 The learning tests drive the algorithms with a tiny self-contained loop on the *true* reward
 (the learner loop proper lives elsewhere): gymnasium SyncVectorEnv with same-step autoreset,
@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from rlhp_core.rl import A2C, PPO, NatureCNN, RLSettings, Rollout, make_algo
+from rlhp_core.policies import NatureCNN
+from rlhp_core.rl import A2C, PPO, Rollout, make_algo
+from rlhp_core.rl_settings import RLSettings
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
