@@ -314,6 +314,19 @@ def _open(settings: Settings) -> _Opened:
     return _Opened(lock, tracker, study, parent, new, requeued)
 
 
+def _existing_measured_sps(settings: Settings) -> dict[bool, float] | None:
+    """What a dry run can measure without creating anything: the finished trials' steps/s of the study
+    if it already exists (a rerun's plan then says how long from this machine's own numbers), else None."""
+    url = settings.storage
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        return None
+    try:
+        study = optuna.load_study(study_name=settings.study, storage=url)
+    except Exception:  # noqa: BLE001 - no such study, or a server that is not up: the table's guesses
+        return None
+    return _measured_sps(study)
+
+
 def _measured_sps(study: optuna.Study) -> dict[bool, float]:
     """The median steps/s of the study's complete trials, by whether they use labels."""
     measured: dict[bool, list[float]] = {}
@@ -359,7 +372,7 @@ def main(argv: list[str] | None = None, *, train_fn: TrainFn | None = None, prog
         settings = settings_from_args(args, argv)
         validate(settings)
         if args.dry_run:
-            print_plan(settings)
+            print_plan(settings, _existing_measured_sps(settings))
             return 0
         sweep = _open(settings)
     except (UsageError, StorageError, TrackingError) as exc:

@@ -276,6 +276,20 @@ def test_rerunning_with_other_settings_is_refused(grid_sweep, fake, capsys):
     assert "env_steps: study has 40000, asked 80000" in err and "--study NAME" in err
 
 
+def test_a_dry_run_estimates_from_the_studys_own_finished_trials_and_creates_nothing(grid_sweep, tmp_path, capsys):
+    from bench.sweep import main
+
+    capsys.readouterr()
+    assert main(small(grid_sweep) + ["--dry-run"], progress=False) == 0
+    out = capsys.readouterr().out
+    assert "Estimated wall time:" in out and "steps/s with labels (this study's finished trials)" in out
+    fresh = tmp_path / "fresh"
+    assert main(small(fresh) + ["--dry-run"], progress=False) == 0
+    out = capsys.readouterr().out
+    assert "this study's finished trials" not in out and "Estimated wall time: unknown" in out
+    assert not fresh.exists()
+
+
 @pytest.mark.slow  # crash and resume: 18 s on a busy 2-core box
 def test_interrupted_and_crashed_cells_are_resumed_by_rerunning(tmp_path, fake, monkeypatch, capsys):
     import optuna
