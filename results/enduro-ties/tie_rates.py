@@ -12,17 +12,24 @@ learner builds it (:func:`teacher_for_env`: episode-end penalty 10).
 
 Policies (Enduro's minimal action set; indices looked up in ``env.action_meanings``):
 random (uniform over all actions), accelerate (always FIRE, Enduro's gas), accelerate+steer
-(FIRE, LEFTFIRE or RIGHTFIRE, uniform each step). No trained policy yet (see README.md).
+(FIRE, LEFTFIRE or RIGHTFIRE, uniform each step). ``--policy-run NAME=RUN_DIR`` (repeatable) adds a
+trained policy: the newest verified checkpoint of a run directory (:func:`rlhp_core.trained.load_policy`),
+acting on the observations of the same envs with sampled actions (stochastic, as in training). The
+run's env must be this script's: its ``env_info.json`` must match these envs' settings record
+(backend, preprocessing, blanking, frameskip, sticky actions...) apart from the worker count.
+``--only-runs`` leaves out the scripted policies.
 
     OMP_NUM_THREADS=1 python results/enduro-ties/tie_rates.py [--steps-per-env 800] [--pairs 4000]
+        [--policy-run NAME=RUN_DIR ...] [--only-runs]
 
-Writes ``tie_rates.csv`` next to this file (one row per policy and segment length) and prints
-the tables of README.md.
+Writes ``tie_rates.csv`` next to this file (``tie_rates_trained.csv`` when a ``--policy-run`` is
+given; one row per policy and segment length) and prints the tables of README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -41,6 +48,7 @@ from rlhp_core.buffer import SegmentBuffer  # noqa: E402
 from rlhp_core.envs import make_vec_env  # noqa: E402
 from rlhp_core.queries import select_pairs  # noqa: E402
 from rlhp_core.segments import Query  # noqa: E402
+from rlhp_core.trained import load_policy  # noqa: E402
 
 ENV_ID = "ALE/Enduro-v5"
 NUM_ENVS = 16
@@ -54,25 +62,44 @@ TIES = ("equal", "coin", "skip")
 MIN_SPEED_STEP = 12 / 2560  # odometer units one agent step drives at Enduro's minimum speed (rlhp_core/ram_progress.py)
 
 
-def record_stream(policy: str, steps: int, seed: int) -> dict[str, np.ndarray | float]:
-    """Play ``steps`` agent steps of 16 envs with a scripted policy; (steps, 16) arrays of what the buffer keeps."""
-    env = make_vec_env(ENV_ID, NUM_ENVS, num_threads=1)  # 1 worker: stepped in this process, one core
-    try:
-        names = list(env.action_meanings)
+def make_actor(policy: str | Path, env, seed: int) -> tuple:
+    """(act(obs) -> actions, what to print, extra CSV columns) for a scripted policy's name or a run directory."""
+    names = list(env.action_meanings)
+    if not isinstance(policy, Path):
         allowed = np.arange(len(names)) if POLICIES[policy] is None else np.array(
             [names.index(a) for a in POLICIES[policy]])
         rng = np.random.default_rng(seed + 1)
-        env.reset(seed)
+        return (lambda obs: rng.choice(allowed, size=NUM_ENVS)), f"actions {[names[i] for i in allowed]}", {}
+    # the run's observations are these envs' only if its settings record is theirs (the worker count aside)
+    trained_on, here = json.loads((policy / "env_info.json").read_text()), json.loads(json.dumps(env.info))
+    differ = sorted(k for k in set(trained_on) | set(here)
+                    if k not in ("num_envs", "num_workers") and trained_on.get(k) != here.get(k))
+    if differ:
+        raise ValueError(f"{policy} was trained on another env than {ENV_ID} here: {differ} differ")
+    trained = load_policy(policy, env=env, seed=seed + 1)
+    return ((lambda obs: trained.predict(obs, deterministic=False)),
+            f"checkpoint step {trained.step} of {policy}, sampled actions",
+            {"run_dir": str(policy), "checkpoint_step": trained.step})
+
+
+def record_stream(policy: str | Path, steps: int, seed: int) -> dict[str, np.ndarray | float]:
+    """Play ``steps`` agent steps of 16 envs with a scripted policy (its name) or a run's policy (its
+    directory); (steps, 16) arrays of what the buffer keeps."""
+    env = make_vec_env(ENV_ID, NUM_ENVS, num_threads=1)  # 1 worker: stepped in this process, one core
+    try:
+        act, about, columns = make_actor(policy, env, seed)
+        obs, _ = env.reset(seed)
         out = {k: np.zeros((steps, NUM_ENVS), dt) for k, dt in
                (("actions", np.int64), ("reward", np.float32), ("ends", bool), ("trunc", bool), ("progress", np.float32))}
         t0 = time.perf_counter()
         for t in range(steps):
-            a = rng.choice(allowed, size=NUM_ENVS)
+            a = act(obs)
             b = env.step(a)
+            obs = b.obs
             out["actions"][t], out["reward"][t], out["progress"][t] = a, b.reward, b.progress
             out["ends"][t], out["trunc"][t] = b.done, b.truncated & ~b.terminated
         out["seconds"] = time.perf_counter() - t0
-        out["action_names"] = [names[i] for i in allowed]
+        out["about"], out["columns"] = about, columns
         return out
     finally:
         env.close()
@@ -150,31 +177,46 @@ def pct(v: float, digits: int = 1) -> str:
     return "n/a" if v != v else f"{100 * v:.{digits}f}%"
 
 
+def policy_run(text: str) -> tuple[str, Path]:
+    name, sep, run_dir = text.partition("=")
+    if not (sep and name and run_dir):
+        raise argparse.ArgumentTypeError(f"expected NAME=RUN_DIR, got {text!r}")
+    return name, Path(run_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps-per-env", type=int, default=800, help="agent steps per env and policy (16 envs)")
     ap.add_argument("--pairs", type=int, default=4000, help="query pairs per policy and segment length")
     ap.add_argument("--lengths", default="25,50,100")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "tie_rates.csv")
+    ap.add_argument("--policy-run", type=policy_run, action="append", default=[], metavar="NAME=RUN_DIR",
+                    help="also measure the policy of RUN_DIR's newest checkpoint, as NAME (repeatable)")
+    ap.add_argument("--only-runs", action="store_true", help="measure only the --policy-run policies")
+    ap.add_argument("--out", type=Path, help="CSV to write (default: tie_rates.csv next to this file, "
+                    "tie_rates_trained.csv with --policy-run)")
     args = ap.parse_args(argv)
+    if args.only_runs and not args.policy_run:
+        ap.error("--only-runs needs at least one --policy-run")
+    out_csv = args.out or Path(__file__).resolve().parent / ("tie_rates_trained.csv" if args.policy_run else "tie_rates.csv")
     lengths = [int(x) for x in args.lengths.split(",")]
+    policies = ([] if args.only_runs else [(p, p) for p in POLICIES]) + args.policy_run
     rows = []
-    for policy in POLICIES:
+    for name, policy in policies:
         stream = record_stream(policy, args.steps_per_env, args.seed)
         steps = args.steps_per_env * NUM_ENVS
-        print(f"{policy}: {steps} agent steps in {stream['seconds']:.1f} s ({steps / stream['seconds']:.0f}/s); "
-              f"actions {stream['action_names']}", flush=True)
+        print(f"{name}: {steps} agent steps in {stream['seconds']:.1f} s ({steps / stream['seconds']:.0f}/s); "
+              f"{stream['about']}", flush=True)
         for length in lengths:
             queries = draw_pairs(stream, length, args.pairs, args.seed + length)
-            rows.append({"policy": policy, "segment_length": length, "agent_steps": steps,
+            rows.append({"policy": name, **stream["columns"], "segment_length": length, "agent_steps": steps,
                          "score_per_1000_steps": float(stream["reward"].sum() / steps * 1000),
                          "progress_per_step": float(stream["progress"].mean()),
                          "episodes_ended": int(stream["ends"].sum()),
                          **measure(queries, length, args.seed)})
     df = pd.DataFrame(rows)
-    df.to_csv(args.out, index=False, float_format="%.6g")
-    print(f"wrote {args.out}\n")
+    df.to_csv(out_csv, index=False, float_format="%.6g")
+    print(f"wrote {out_csv}\n")
 
     print("| policy | L | pairs | rational: equal | progress: equal | decided by reward | decided by progress "
           "| progress = rational (decisive) | progress = more cars (decisive) | by progress: gap < 1 slow step |")
