@@ -14,6 +14,8 @@ metric history when the run directory is on another machine), and writes to --ou
                                   10% of training): mean, IQM, CIs, min, max over seeds
     improvement.csv               P(X > Y) (probability of improvement, as in rliable) on the main
                                   progress metric for every pair of cell groups, with bootstrap CIs
+    separation.csv                per final metric and pair of cell groups with 3+ seeds each:
+                                  whether their means' 95% CIs are disjoint (what separates)
     trials.csv                    one row per trial (state, value, parameters, MLflow run id)
     progress_curves.png           return and the progress rates over agent steps, one line per group
     progress_vs_labels.png        the same against labels answered (preference runs)
@@ -72,8 +74,9 @@ from .provenance import machine, versions
 from .report_data import (UsageError, curves_frame, env_settings, load_study, teacher_family, teacher_trials,
                           trials_frame, workers_used)
 from .report_tables import (cell_states, grid_markdown, grid_table, improvement_markdown, improvement_table, main_metric,
-                            final_values, progress_markdown, progress_table, search_markdown, sorted_by_teacher,
-                            sweep_progress, teacher_markdown, teacher_table, teacher_thresholds)
+                            final_values, progress_markdown, progress_table, search_markdown, separation_markdown,
+                            separation_table, sorted_by_teacher, sweep_progress, teacher_markdown, teacher_table,
+                            teacher_thresholds)
 from .storage import TrackingError, check_tracking_uri, normalize_url
 
 __all__ = ["GridReport", "SearchReport", "SweepReport", "TeacherReport", "UsageError", "build_parser", "main",
@@ -126,6 +129,10 @@ PROGRESS_TEXT = (
     "P(X > Y), the probability of improvement (Agarwal et al. 2021, as in rliable): for a random finished "
     "seed of X and one of Y, the probability that X's final value is higher (ties count one half), with a "
     "95% CI from resampling X's and Y's seeds separately (10,000 times). P(Y > X) = 1 - P(X > Y).",
+    "",
+    "What separates: for each final metric, the pairs of cell groups (3 or more finished seeds each) whose "
+    "95% bootstrap CIs of the mean do not overlap. Disjoint intervals are the conservative reading: a pair "
+    "that overlaps may still differ, but these runs do not show it.",
     "",
     "Performance profile (Agarwal et al. 2021, as in rliable), on the metric of the P(X > Y) table: for each "
     "cell group, the fraction of its finished runs whose final value is above τ, for every τ; the shaded band "
@@ -204,8 +211,9 @@ class SweepReport(ABC):
 class GridReport(SweepReport):
     """A grid: final return per budget and method, then the progress tables and plots every grid gets."""
 
-    extra_files = ("progress.csv", "improvement.csv")
-    files_note = ", `progress.csv` and `improvement.csv` (the progress and P(X > Y) tables)"
+    extra_files = ("progress.csv", "improvement.csv", "separation.csv")
+    files_note = (", `progress.csv`, `improvement.csv` and `separation.csv` (the progress, P(X > Y) and "
+                  "what-separates tables)")
 
     def results(self, out, figs):
         trials = self.trials
@@ -244,7 +252,12 @@ class GridReport(SweepReport):
         if not len(progress):
             return ""
         label = dict(FINAL_METRICS)[key]
+        separation = separation_table(progress)
+        separation.to_csv(out / "separation.csv", index=False)
         parts = [f"### Progress over the last {FINAL_FRACTION:.0%} of training", "", progress_markdown(progress), ""]
+        if len(separation):
+            parts += ["### What separates: pairs whose 95% bootstrap CIs of the mean are disjoint", "",
+                      separation_markdown(separation), ""]
         if len(pairs):
             parts += [f"### P(X > Y): probability of improvement on {label}", "", improvement_markdown(pairs), ""]
         return "\n".join(parts)

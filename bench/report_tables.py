@@ -2,9 +2,10 @@
 
 Reads bench.report_data's frames. Per grid: :func:`grid_table` (final return per budget and
 method) or, on a teacher axis, :func:`teacher_table` (per teacher, with label statistics); every
-grid: :func:`progress_table` (the final progress rates) and :func:`improvement_table` (P(X > Y) for
-every pair of groups), and :func:`sweep_progress` (which cells are not finished yet); a search:
-:func:`search_markdown` (its best trials). Each ``*_markdown`` renders its table for results.md.
+grid: :func:`progress_table` (the final progress rates), :func:`improvement_table` (P(X > Y) for
+every pair of groups), :func:`separation_table` (which pairs' CIs are disjoint) and
+:func:`sweep_progress` (which cells are not finished yet); a search: :func:`search_markdown` (its best
+trials). Each ``*_markdown`` renders its table for results.md.
 """
 
 from __future__ import annotations
@@ -174,6 +175,62 @@ def improvement_markdown(table: pd.DataFrame) -> str:
                               zip(table["p"], table["p_ci_low"], table["p_ci_high"], table["n_x"], table["n_y"])],
     })
     return markdown_table(view)
+
+
+SEPARATION_MIN_SEEDS = 3
+"""Seeds each side needs before its bootstrap interval counts as a 95% CI (with two it is [min, max])."""
+
+
+def separation_table(progress: pd.DataFrame) -> pd.DataFrame:
+    """Which pairs of cell groups the runs tell apart, per final metric: for every pair with at least
+    SEPARATION_MIN_SEEDS finished seeds on both sides, whether the 95% bootstrap CIs of their means are
+    disjoint (``verdict``: 'X > Y', 'Y > X', or 'overlap'); pairs with fewer seeds read 'too few seeds'.
+
+    Disjoint CIs are the conservative reading (a difference can be real with overlapping intervals),
+    which is what the Enduro comparison's done criterion asks for (issue 9)."""
+    rows = []
+    for key, part in progress.groupby("metric", sort=False):
+        recs = list(part.itertuples(index=False))
+        for a, b in itertools.combinations(recs, 2):
+            if min(a.n, b.n) < SEPARATION_MIN_SEEDS:
+                verdict = "too few seeds"
+            elif a.mean_ci_low > b.mean_ci_high:
+                verdict = "X > Y"
+            elif b.mean_ci_low > a.mean_ci_high:
+                verdict = "Y > X"
+            else:
+                verdict = "overlap"
+            rows.append({"metric": key, "label": a.label, "X": a.group, "Y": b.group, "n_x": a.n, "n_y": b.n,
+                         "x_mean": a.mean, "x_ci_low": a.mean_ci_low, "x_ci_high": a.mean_ci_high,
+                         "y_mean": b.mean, "y_ci_low": b.mean_ci_low, "y_ci_high": b.mean_ci_high,
+                         "verdict": verdict})
+    columns = ["metric", "label", "X", "Y", "n_x", "n_y", "x_mean", "x_ci_low", "x_ci_high", "y_mean", "y_ci_low",
+               "y_ci_high", "verdict"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def separation_markdown(table: pd.DataFrame) -> str:
+    """One line per metric: the pairs whose CIs are disjoint, then those that overlap."""
+    lines = []
+    for label, part in table.groupby("label", sort=False):
+        apart = part[part["verdict"].isin(["X > Y", "Y > X"])]
+        said = []
+        for r in apart.itertuples(index=False):
+            hi, lo = ((r.X, r.x_mean, r.x_ci_low, r.x_ci_high), (r.Y, r.y_mean, r.y_ci_low, r.y_ci_high))
+            if r.verdict == "Y > X":
+                hi, lo = lo, hi
+            d = _digits(max(abs(hi[1]), abs(lo[1]), 1e-12))
+            said.append(f"{hi[0]} > {lo[0]} ({_fmt(hi[1], d)} [{_fmt(hi[2], d)}, {_fmt(hi[3], d)}] against "
+                        f"{_fmt(lo[1], d)} [{_fmt(lo[2], d)}, {_fmt(lo[3], d)}])")
+        overlap = [f"{r.X} / {r.Y}" for r in part.itertuples(index=False) if r.verdict == "overlap"]
+        few = [f"{r.X} / {r.Y}" for r in part.itertuples(index=False) if r.verdict == "too few seeds"]
+        text = f"- **{label}**: " + ("; ".join(said) if said else "no pair separates")
+        if overlap:
+            text += f". Overlapping: {', '.join(overlap)}"
+        if few:
+            text += f". Fewer than {SEPARATION_MIN_SEEDS} seeds: {', '.join(few)}"
+        lines.append(text + ".")
+    return "\n".join(lines)
 
 
 # -- a sweep in progress ------------------------------------------------------------------------------

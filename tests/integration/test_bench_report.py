@@ -421,6 +421,15 @@ def test_probability_of_improvement_table(progress_report):
     assert math.isnan(pairs.loc[("true reward", "rlhp 5,500"), "p_ci_low"])
 
 
+def test_what_separates_needs_three_seeds_a_side(progress_report):
+    table = pd.read_csv(progress_report / "separation.csv")
+    gained = table[table["metric"] == "charts/gained_per_1k_steps"].set_index(["X", "Y"])
+    assert set(gained.index) == {("true reward", "rlhp 290"), ("true reward", "rlhp 5,500"), ("rlhp 290", "rlhp 5,500")}
+    assert set(gained["verdict"]) == {"too few seeds"}  # 4 seeds against 2 and 1
+    md = (progress_report / "results.md").read_text()
+    assert "### What separates" in md and "no pair separates. Fewer than 3 seeds: true reward / rlhp 290" in md
+
+
 def test_few_seeds_are_flagged_next_to_the_interval(progress_report):
     md = (progress_report / "results.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| rlhp 290 | gained per 1k"))
